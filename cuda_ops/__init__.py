@@ -1,0 +1,6 @@
+"""Custom ops with one Python API and several backends (numba CPU, numba.cuda, pure-torch reference)."""
+from .ops import (VoxelizeResult, eval_grid_scores, label_vote, project_to_image, scatter_max, scatter_mean,
+                  voxelize)
+
+__all__ = ["VoxelizeResult", "voxelize", "label_vote", "eval_grid_scores", "scatter_max", "scatter_mean",
+           "project_to_image"]

@@ -1,0 +1,208 @@
+"""AnoVoxDataset: frames of scenario-level splits turned into training samples (see collate.py for the contract)."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.spatial import cKDTree
+
+import cuda_ops
+
+from ..augmentation import apply_matrix, point_dropout, random_augmentation_matrix
+from ..dataset_template import DatasetTemplate
+from .labels import TargetMapper
+from .reader import FrameError, ScenarioReader, list_scenarios
+
+__all__ = ["AnoVoxDataset", "split_scenarios"]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _anomaly_meta(reader: ScenarioReader) -> dict:
+    info = reader.scenario_anomaly_info()
+    if info is None:
+        return {"normality": True, "families": set(), "labels": set()}
+    families = info.get("shape_families") or ([info["shape_family"]] if "shape_family" in info else [])
+    labels = set(info.get("semantic_tags") or []) | ({info["anomaly_type_id"]} if "anomaly_type_id" in info else set())
+    return {"normality": False, "families": set(families), "labels": {int(v) for v in labels}}
+
+
+def split_scenarios(names: list[str], meta: dict, split_cfg) -> dict:
+    """Scenario-level split -> {'train': [...], 'val': [...], 'test': [...]}; no scenario is in two splits."""
+    if split_cfg.MODE == "lists":
+        out = {k: list(split_cfg.LISTS.get(k, [])) for k in ("train", "val", "test")}
+        known = set(names)
+        seen: dict = {}
+        for split, members in out.items():
+            for name in members:
+                if name not in known:
+                    raise ValueError(f"DATA_CONFIG.SPLIT.LISTS.{split}: scenario '{name}' not found in the dataset")
+                if name in seen:
+                    raise ValueError(f"DATA_CONFIG.SPLIT.LISTS: scenario '{name}' is in both {seen[name]} and {split}")
+                seen[name] = split
+        return out
+    if split_cfg.MODE != "ratio":
+        raise ValueError(f"DATA_CONFIG.SPLIT.MODE must be 'ratio' or 'lists', got {split_cfg.MODE!r}")
+    ratios = np.asarray(split_cfg.RATIOS, dtype=np.float64)
+    if len(ratios) != 3 or (ratios < 0).any() or ratios.sum() <= 0:
+        raise ValueError(f"DATA_CONFIG.SPLIT.RATIOS must be three non-negative fractions, got {list(ratios)}")
+    ratios = ratios / ratios.sum()
+    order = list(np.random.default_rng(split_cfg.SEED).permutation(sorted(names)))
+    hold_fam, hold_lab = set(split_cfg.HOLDOUT_SHAPE_FAMILIES), set(split_cfg.HOLDOUT_LABEL_IDS)
+
+    def eligible(name):
+        m = meta[name]
+        if m["families"] & hold_fam or m["labels"] & hold_lab:
+            return False
+        return m["normality"] or not split_cfg.TRAIN_NORMALITY_ONLY
+
+    n_train = int(round(ratios[0] * len(order)))
+    train = [n for n in order if eligible(n)][:n_train]
+    rest = [n for n in order if n not in set(train)]
+    val_share = ratios[1] / max(ratios[1] + ratios[2], 1e-12)
+    n_val = int(round(val_share * len(rest)))
+    return {"train": train, "val": rest[:n_val], "test": rest[n_val:]}
+
+
+class AnoVoxDataset(DatasetTemplate):
+    """One sample per frame of the scenarios in `split` ('train', 'val', 'test' or 'all')."""
+
+    def __init__(self, dataset_cfg, split: str = "train", training: bool = True, root_path=None,
+                 logger: logging.Logger | None = None):
+        super().__init__(dataset_cfg, training, root_path, logger)
+        self.split = split
+        scenario_paths = list_scenarios(self.root_path)
+        if not scenario_paths:
+            raise FileNotFoundError(f"{self.root_path}: no Scenario_* folders (DATA_CONFIG.DATA_PATH)")
+        self.readers = {p.name: ScenarioReader(p, dataset_cfg.LAYOUT) for p in scenario_paths}
+        self.meta = {name: _anomaly_meta(r) for name, r in self.readers.items()}
+        self.splits = split_scenarios(list(self.readers), self.meta, dataset_cfg.SPLIT)
+        names = sorted(self.readers) if split == "all" else self.splits[split]
+        self.scenarios = names
+        self.problems = [f"{n}: {p}" for n in names for p in self.readers[n].problems]
+        for problem in self.problems:
+            self.logger.warning("dataset: %s", problem)
+        if self.problems and dataset_cfg.BAD_FRAME_POLICY == "stop":
+            raise FrameError(self.root_path, f"{len(self.problems)} inconsistent frames, first: {self.problems[0]}")
+        self.frames = []
+        for name in names:
+            frames = self.readers[name].frames[::max(1, dataset_cfg.FRAME_STRIDE)]
+            if dataset_cfg.MAX_FRAMES_PER_SCENARIO > 0:
+                frames = frames[:dataset_cfg.MAX_FRAMES_PER_SCENARIO]
+            self.frames += [(name, f) for f in frames]
+        labels = dataset_cfg.LABELS
+        self.targets = TargetMapper(labels.ANOMALY_IDS, labels.IGNORE_IDS, labels.IGNORE_INDEX,
+                                    labels.SEMANTIC_CLASSES)
+        self.ignore_index = labels.IGNORE_INDEX
+        self.bad_frames: Counter = Counter()
+        layouts = Counter(r.layout for r in self.readers.values())
+        self.logger.info("AnoVox %s: %d scenarios, %d frames (layouts: %s)", split, len(names), len(self.frames),
+                         dict(layouts))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(len(self.frames)):
+            i = (index + attempt) % len(self.frames)
+            try:
+                return self.prepare_sample(i)
+            except FrameError as err:
+                if self.dataset_cfg.BAD_FRAME_POLICY == "stop":
+                    raise
+                self.bad_frames[str(err.path)] += 1
+                self.logger.warning("skipping bad frame (%d so far): %s", sum(self.bad_frames.values()), err)
+        raise RuntimeError(f"{self.root_path}: every frame of split '{self.split}' is unreadable")
+
+    # ---- steps
+    def point_label_ids(self, reader: ScenarioReader, frame: int, points: np.ndarray) -> np.ndarray:
+        """Label id per LiDAR point (LIDAR and SEMANTIC-LIDAR have no per-point correspondence)."""
+        source = self.dataset_cfg.POINT_LABEL_SOURCE
+        if source == "semantic_lidar":
+            semantic = reader.read_semantic_points(frame)
+            dist, nn = cKDTree(semantic[:, :3]).query(points[:, :3], k=1, distance_upper_bound=0.5, workers=1)
+            ids = np.zeros(len(points), dtype=np.int64)      # 0 = unlabeled (ignored) when no neighbour in 0.5 m
+            found = np.isfinite(dist)
+            ids[found] = semantic[nn[found], 3].astype(np.int64)
+            return ids
+        if source == "voxel_grid":
+            grid = reader.read_voxel_grid(frame).astype(np.int64)
+            eg = self.dataset_cfg.EVAL_GRID
+            key_grid = grid[:, 0] + 1000 * grid[:, 1] + 1_000_000 * grid[:, 2]
+            xyz = points[:, :3].astype(np.float64) + np.array([0.0, 0.0, eg.Z_SHIFT])
+            idx = np.floor((xyz + np.asarray(eg.OFFSET)) / eg.VOXEL_SIZE).astype(np.int64)
+            key = idx[:, 0] + 1000 * idx[:, 1] + 1_000_000 * idx[:, 2]
+            order = np.argsort(key_grid)
+            pos = np.clip(np.searchsorted(key_grid[order], key), 0, max(len(order) - 1, 0))
+            ids = np.zeros(len(points), dtype=np.int64)
+            if len(order):
+                hit = key_grid[order][pos] == key
+                ids[hit] = grid[order[pos[hit]], 3]
+            return ids
+        raise ValueError(f"DATA_CONFIG.POINT_LABEL_SOURCE must be semantic_lidar or voxel_grid, got {source!r}")
+
+    def prepare_sample(self, i: int) -> dict:
+        name, frame = self.frames[i]
+        reader = self.readers[name]
+        cfg = self.dataset_cfg
+        rng = np.random.default_rng() if self.training else np.random.default_rng(frame)
+        points = reader.read_points(frame)
+        rng_r = cfg.POINT_FILTER_RANGE
+        keep = np.all((points[:, :3] >= rng_r[:3]) & (points[:, :3] < rng_r[3:]), axis=1)
+        points = points[keep]
+        if cfg.MAX_POINTS > 0 and len(points) > cfg.MAX_POINTS:
+            points = points[np.sort(rng.choice(len(points), cfg.MAX_POINTS, replace=False))]
+        if len(points) == 0:
+            raise FrameError(reader.file("lidar", frame), "no points left inside POINT_FILTER_RANGE")
+        label_ids = self.point_label_ids(reader, frame, points)
+        aug = np.eye(4)
+        if self.training and cfg.AUGMENTATION.ENABLED:
+            a = cfg.AUGMENTATION
+            keep = point_dropout(rng, len(points), a.POINT_DROPOUT)
+            points, label_ids = points[keep], label_ids[keep]
+            aug = random_augmentation_matrix(rng, a.FLIP_Y_PROB, a.ROT_RANGE, a.SCALE_RANGE, a.TRANSLATION_STD)
+            points = apply_matrix(points, aug)
+        sample = {"points": points.astype(np.float32), "aug_matrix": aug, "frame_id": frame, "scene_id": name}
+        sample["point_labels"] = self.targets.binary(label_ids)
+        if self.targets.num_semantic:
+            sample["point_semantic"] = self.targets.semantic(label_ids)
+        sample.update(self.voxelize(sample))
+        calib = reader.calibration
+        if cfg.IMAGE.ENABLED:
+            rgb = reader.read_rgb(frame)
+            H, W = cfg.IMAGE.SIZE
+            if rgb.shape[:2] != (H, W):
+                rgb = np.asarray(Image.fromarray(rgb).resize((W, H), Image.BILINEAR))
+                calib = calib.scaled((H, W))
+            image = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+            sample["image"] = np.ascontiguousarray(image.transpose(2, 0, 1))
+        sample["intrinsics"] = calib.intrinsics.astype(np.float64)
+        sample["lidar_to_cam"] = calib.lidar_to_cam.astype(np.float64)
+        sample["image_hw"] = calib.image_hw
+        return sample
+
+    def voxelize(self, sample: dict) -> dict:
+        v = self.dataset_cfg.VOXELIZE
+        pts = torch.from_numpy(sample["points"])
+        result = cuda_ops.voxelize(pts, None, v.TYPE, v.GRID_SIZE, v.RANGE, v.OUT_OF_RANGE)
+        out = {"voxel_coords": result.coords[:, 1:].numpy(), "point2voxel": result.point2voxel.numpy()}
+        num_voxels = len(result.coords)
+        labels = torch.from_numpy(sample["point_labels"])
+        out["voxel_labels"] = cuda_ops.label_vote(labels, result.point2voxel, num_voxels, 2, self.ignore_index,
+                                                  v.LABEL_RULE).numpy()
+        if "point_semantic" in sample:
+            out["voxel_semantic"] = cuda_ops.label_vote(torch.from_numpy(sample["point_semantic"]),
+                                                        result.point2voxel, num_voxels,
+                                                        self.targets.num_semantic, self.ignore_index).numpy()
+        return out
+
+    # ---- evaluation helpers
+    def gt_voxel_grid(self, scene_id: str, frame: int) -> np.ndarray:
+        return self.readers[scene_id].read_voxel_grid(frame)
+
+    def frame_has_anomaly(self, scene_id: str, frame: int) -> bool:
+        return self.readers[scene_id].has("anomaly", frame)
