@@ -11,17 +11,23 @@ import os
 import numpy as np
 import torch
 
+try:  # numba.cuda imports without a GPU; the kernels only compile (or simulate) when first launched
+    from numba import cuda
+except ImportError:  # pragma: no cover
+    cuda = None
+
 __all__ = ["cuda_available", "grid_keys_gpu", "label_hist_gpu"]
 
 _KERNELS = {}
 
 
 def cuda_available() -> bool:
-    try:
-        from numba import cuda
-    except Exception:      # numba built without CUDA support
+    if cuda is None or simulator_enabled():
         return False
-    return bool(cuda.is_available())
+    try:
+        return bool(cuda.is_available())
+    except Exception:      # no driver
+        return False
 
 
 def simulator_enabled() -> bool:
@@ -31,7 +37,6 @@ def simulator_enabled() -> bool:
 def _kernels():
     if _KERNELS:
         return _KERNELS
-    from numba import cuda
 
     @cuda.jit
     def grid_keys_kernel(points, batch_idx, cylindrical, g0, g1, g2, lo0, lo1, lo2, s0, s1, s2, clamp, keys):
@@ -84,7 +89,6 @@ def _kernels():
 
 def _as_device_array(tensor: torch.Tensor):
     """A numba view of a torch tensor: device array on CUDA, plain numpy under the simulator."""
-    from numba import cuda
     if tensor.is_cuda:
         return cuda.as_cuda_array(tensor.contiguous())
     return tensor.contiguous().numpy()

@@ -170,11 +170,20 @@ def _scatter_max_torch(features, index, num_out):
 def scatter_max(features: torch.Tensor, index: torch.Tensor, num_out: int) -> torch.Tensor:
     """Max over points of each voxel: features [N, C], index [N] (-1 ignored) -> [V, C]; empty voxels are 0.
     Backward routes each output gradient to the single point that held the maximum (first on ties)."""
+    _check_index(index, features, num_out)
     return _ScatterMax.apply(features, index.to(torch.int64), int(num_out))
+
+
+def _check_index(index: torch.Tensor, features: torch.Tensor, num_out: int) -> None:
+    if index.shape[0] != features.shape[0]:
+        raise ValueError(f"scatter: {features.shape[0]} feature rows but {index.shape[0]} indices")
+    if index.numel() and int(index.max()) >= num_out:
+        raise ValueError(f"scatter: index {int(index.max())} out of range for {num_out} outputs")
 
 
 def scatter_mean(features: torch.Tensor, index: torch.Tensor, num_out: int) -> torch.Tensor:
     """Mean over points of each voxel: [N, C] -> [V, C] (autograd through index_add)."""
+    _check_index(index, features, num_out)
     valid = index >= 0
     out = torch.zeros((num_out, features.shape[1]), dtype=features.dtype, device=features.device)
     out = out.index_add(0, index[valid], features[valid])

@@ -22,6 +22,7 @@ from .sensors import CameraSpec, LidarSpec, build_voxel_grid, encode_depth, rend
 __all__ = ["GeneratorConfig", "generate_dataset", "generate_scenario", "sensor_names"]
 
 POSE = "(0, 0, 1.8)(0, 0, 0)"
+ANOMALY_LABELS = [29, 30, 31, 32, 33, 34, 100]
 
 
 @dataclass
@@ -91,7 +92,12 @@ def generate_scenario(out_dir: Path, cfg: GeneratorConfig, index: int, run_digit
                                 replace=False).tolist())
     params = SceneParams(anomaly_fraction=cfg.anomaly_fraction, families=families)
     with_anomaly = bool(rng.random() < cfg.anomaly_fraction)
-    scenario = sample_scenario(rng, params, cfg.frames, with_anomaly=with_anomaly)
+    for _attempt in range(20):
+        scenario = sample_scenario(rng, params, cfg.frames, with_anomaly=with_anomaly)
+        if not scenario.anomalies or _anomaly_visible(scenario, cfg, params):
+            break
+    else:
+        raise RuntimeError(f"scenario {index}: could not place a LiDAR-visible anomaly in 20 attempts")
 
     tmp = out_dir / f".{name}.tmp"
     if tmp.exists():
@@ -140,10 +146,23 @@ def generate_scenario(out_dir: Path, cfg: GeneratorConfig, index: int, run_digit
             lines["dynamic"] = main["dynamic"]
             lines["num_anomalies"] = len(scenario.anomalies)
             (tmp / "ANOMALY" / f"ANOMALY_{frame}.csv").write_text(_csv(lines))
-        anomaly_points += int(np.isin(semantic[:, 3], [29, 30, 31, 32, 33, 34, 100]).sum())
+        anomaly_points += int(np.isin(semantic[:, 3], ANOMALY_LABELS).sum())
     os.replace(tmp, final)
     return {"name": name, "skipped": False, "anomalies": [a["family"] for a in scenario.anomalies],
             "families_allowed": families, "anomaly_points": anomaly_points, "first_frame": first_frame}
+
+
+def _anomaly_visible(scenario, cfg: GeneratorConfig, params: SceneParams) -> bool:
+    """A declared anomaly must be seen: enough noise-free LiDAR returns in the first and the last frame
+    (15 at the full 64 x 1800 resolution, fewer for coarser test sensors)."""
+    density = cfg.lidar.azimuth_steps / 1800 * cfg.lidar.channels / 64
+    min_points = max(2, int(round(15 * density)))
+    probe = np.random.default_rng(0)
+    for k in {0, max(cfg.frames - 1, 0)}:
+        _, semantic = scan_lidar(scenario, k * params.frame_dt, cfg.lidar, probe)
+        if np.isin(semantic[:, 3], ANOMALY_LABELS).sum() < min_points:
+            return False
+    return True
 
 
 def generate_dataset(out_dir: str | os.PathLike, cfg: GeneratorConfig, progress: bool = True) -> list[dict]:
