@@ -1,0 +1,105 @@
+"""Evaluate a folder of per-frame predictions against an AnoVox dataset root."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import cuda_ops
+
+from ..datasets.anovox.labels import TargetMapper
+from ..datasets.anovox.reader import ScenarioReader, frame_id_of
+from .ground_truth import frame_ground_truth
+from .voxel_eval import VoxelEvaluator, match_voxels
+
+__all__ = ["PredictionError", "find_predictions", "load_prediction", "evaluate_folder"]
+
+
+class PredictionError(ValueError):
+    pass
+
+
+def find_predictions(pred_dir: Path) -> dict:
+    """{scenario name: {frame id: file}} from `<pred_dir>/<Scenario_...>/<anything>_<frame>.npy`."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise PredictionError(f"{pred_dir}: predictions folder not found")
+    out = {}
+    for scen in sorted(p for p in pred_dir.iterdir() if p.is_dir() and p.name.startswith("Scenario_")):
+        files = {}
+        for f in scen.glob("*.npy"):
+            frame = frame_id_of(f)
+            if frame in files:
+                raise PredictionError(f"{f}: a second prediction for frame {frame} (also {files[frame].name})")
+            files[frame] = f
+        out[scen.name] = files
+    if not out:
+        raise PredictionError(f"{pred_dir}: no Scenario_* folders with predictions")
+    return out
+
+
+def load_prediction(path: Path, reader: ScenarioReader, frame: int, pred_type: str, score_rule: str, eval_grid):
+    """-> (voxels [M, 3] int64, scores [M] float64) on the evaluation grid."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise PredictionError(f"{path}: cannot read .npy ({type(err).__name__}: {err})") from err
+    if pred_type == "auto":
+        pred_type = "voxels" if arr.ndim == 2 and arr.shape[1] == 4 else "points"
+    if pred_type == "voxels":
+        if arr.ndim != 2 or arr.shape[1] != 4:
+            raise PredictionError(f"{path}: voxel predictions must be (M, 4) [ix, iy, iz, score], got {arr.shape}")
+        scores = arr[:, 3].astype(np.float64)
+        voxels = arr[:, :3].astype(np.int64)
+    elif pred_type == "points":
+        scores = arr.reshape(-1).astype(np.float64)
+        points = reader.read_points(frame)
+        if len(scores) != len(points):
+            raise PredictionError(f"{path}: {len(scores)} point scores but the LiDAR frame has {len(points)} points")
+        if np.isnan(scores).any():
+            raise PredictionError(f"{path}: {int(np.isnan(scores).sum())} NaN scores")
+        vox, sc = cuda_ops.eval_grid_scores(torch.from_numpy(points), torch.from_numpy(scores), score_rule,
+                                            eval_grid.VOXEL_SIZE, eval_grid.GRID_SIZE, eval_grid.OFFSET,
+                                            eval_grid.Z_SHIFT)
+        voxels, scores = vox.numpy(), sc.numpy()
+    else:
+        raise PredictionError(f"pred_type must be auto, voxels or points, got {pred_type!r}")
+    if np.isnan(scores).any():
+        raise PredictionError(f"{path}: {int(np.isnan(scores).sum())} NaN scores")
+    return voxels, scores
+
+
+def evaluate_folder(data_root: Path, pred_dir: Path, labels_cfg, eval_grid, pred_type: str = "auto",
+                    score_rule: str = "nearest", policy: str = "intersect", protocol: str = "default",
+                    gt_source: str = "voxel_grid", max_range: float = -1.0, streaming: bool = False,
+                    layout: str = "auto", logger: logging.Logger | None = None) -> tuple[dict, VoxelEvaluator]:
+    logger = logger or logging.getLogger("pcdet_anomaly")
+    data_root = Path(data_root)
+    predictions = find_predictions(pred_dir)
+    targets = TargetMapper(labels_cfg.ANOMALY_IDS, labels_cfg.IGNORE_IDS, labels_cfg.IGNORE_INDEX)
+    if protocol == "anovox":
+        # the official script ignores nothing: every non-anomaly voxel is normal
+        targets = TargetMapper(labels_cfg.ANOMALY_IDS, [], labels_cfg.IGNORE_INDEX)
+    evaluator = VoxelEvaluator(protocol=protocol, streaming=streaming)
+    jobs = []
+    for scene, files in predictions.items():
+        scen_path = data_root / scene
+        if not scen_path.is_dir():
+            raise PredictionError(f"{pred_dir / scene}: no scenario of that name in {data_root}")
+        reader = ScenarioReader(scen_path, layout)
+        missing = sorted(set(reader.frames) - set(files))
+        extra = sorted(set(files) - set(reader.frames))
+        if missing:
+            raise PredictionError(f"{pred_dir / scene}: no prediction for frame(s) {missing[:10]} of the dataset")
+        if extra:
+            raise PredictionError(f"{files[extra[0]]}: frame {extra[0]} is not in the dataset scenario {scene}")
+        jobs += [(reader, frame, files[frame]) for frame in reader.frames]
+    for reader, frame, path in tqdm(jobs, desc="eval_voxels", unit="frame"):
+        gt_vox, gt_lab = frame_ground_truth(reader, frame, targets, gt_source, max_range, eval_grid)
+        voxels, scores = load_prediction(path, reader, frame, pred_type, score_rule, eval_grid)
+        labels, matched, stats = match_voxels(voxels, scores, gt_vox, gt_lab, policy, source=str(path))
+        evaluator.add_frame(reader.name, frame, labels, matched, reader.read_anomaly(frame), stats)
+    return evaluator.summary(), evaluator

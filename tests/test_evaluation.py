@@ -1,0 +1,109 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from pcdet_anomaly.evaluation import (StreamingHistogram, VoxelEvaluator, anovox_threshold_metrics, match_voxels,
+                                      ranking_metrics)
+
+
+def fpr95_sklearn(y, s):
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return fpr[np.argmax(tpr >= 0.95)]
+
+
+def random_cases():
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.1
+    yield "heavy_ties", y, np.round(rng.random(5000) + y * 0.3, 1)
+    yield "float32", y, (rng.random(5000) + y * 0.5).astype(np.float32)
+    yield "float64", y, rng.random(5000) + y * 0.2
+    yield "all_equal", y, np.full(5000, 0.5)
+    one = np.zeros(300, bool)
+    one[17] = True
+    yield "single_positive", one, rng.random(300)
+    yield "integers", y, rng.integers(0, 4, 5000)
+
+
+@pytest.mark.parametrize("name,y,s", list(random_cases()))
+def test_equal_to_sklearn(name, y, s):
+    m = ranking_metrics(y, s)
+    assert abs(m.auroc - roc_auc_score(y, s)) < 1e-12, name
+    assert abs(m.ap - average_precision_score(y, s)) < 1e-12, name
+    assert abs(m.fpr95 - fpr95_sklearn(y, s)) < 1e-12, name
+    assert m.num_pos == y.sum() and m.num_neg == (~y).sum()
+
+
+def test_single_class_is_undefined_and_nan_rejected():
+    m = ranking_metrics(np.zeros(10), np.arange(10.0))
+    assert math.isnan(m.auroc) and math.isnan(m.ap) and math.isnan(m.fpr95)
+    with pytest.raises(ValueError, match="NaN"):
+        ranking_metrics(np.array([0, 1]), np.array([0.1, np.nan]))
+
+
+def test_anovox_fpr95_is_coarse_sweep():
+    y = np.array([1] * 20 + [0] * 80)
+    s = np.r_[np.linspace(0.5, 0.99, 20), np.linspace(0.0, 0.6, 80)]
+    out = anovox_threshold_metrics(y, s)
+    # brute force of the official sweep
+    for t in np.round(np.arange(100, -1, -1) / 100, 2):
+        tpr = ((s > t) & (y == 1)).sum() / 20
+        if tpr >= 0.95:
+            expect = ((s > t) & (y == 0)).sum() / 80
+            break
+    assert out["fpr95_anovox"] == expect
+    assert out["fpr95_anovox"] >= ranking_metrics(y, s).fpr95       # coarse sweep is pessimistic
+
+
+def test_join_equals_bruteforce_pairwise():
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        gt = np.unique(rng.integers(0, 40, (400, 3)), axis=0)
+        pred = np.unique(rng.integers(0, 40, (400, 3)), axis=0)
+        gt_lab = rng.integers(0, 2, len(gt))
+        pred_s = rng.random(len(pred))
+        labels, scores, stats = match_voxels(pred, pred_s, gt, gt_lab)
+        eq = (gt[:, None, :] == pred[None, :, :]).all(-1)            # the official quadratic match
+        gi, pi = np.nonzero(eq)
+        assert np.array_equal(labels, gt_lab[gi]) and np.array_equal(scores, pred_s[pi])
+        assert stats["gt_without_pred"] == len(gt) - len(gi) and stats["pred_without_gt"] == len(pred) - len(pi)
+        labels0, scores0, _ = match_voxels(pred, pred_s, gt, gt_lab, policy="zero")
+        assert len(labels0) == len(gt) and (scores0[~eq.any(1)] == 0).all()
+    with pytest.raises(ValueError, match="duplicate predicted voxel"):
+        match_voxels(np.array([[1, 2, 3], [1, 2, 3]]), np.array([0.1, 0.2]), gt, gt_lab)
+
+
+def test_large_indices_do_not_overflow():
+    gt = np.array([[999, 999, 63]], dtype=np.uint16)
+    pred = np.array([[999, 999, 63], [999, 998, 63]], dtype=np.uint16)
+    labels, scores, _ = match_voxels(pred, np.array([0.7, 0.1]), gt, np.array([1]))
+    assert scores.tolist() == [0.7]
+
+
+def test_per_scene_and_pooled_by_hand():
+    ev = VoxelEvaluator()
+    ev.add_frame("A", 1, np.array([1, 0, 0]), np.array([0.9, 0.1, 0.2]), {"size": 0.3, "anomaly_type_id": 30})
+    ev.add_frame("B", 5, np.array([1, 0, 0, 1]), np.array([0.3, 0.4, 0.1, 0.8]))
+    ev.add_frame("B", 6, np.array([0, 0]), np.array([0.5, 0.6]))
+    s = ev.summary()
+    assert s["per_scene"]["A"]["auroc"] == 1.0
+    assert s["per_scene"]["B"]["auroc"] == pytest.approx(5 / 8)      # pairs: (0.3 vs 0.4,0.1,0.5,0.6), (0.8 vs all)
+    y = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0])
+    sc = np.array([0.9, 0.1, 0.2, 0.3, 0.4, 0.1, 0.8, 0.5, 0.6])
+    assert s["pooled"]["all"]["auroc"] == pytest.approx(roc_auc_score(y, sc))
+    assert s["pooled"]["anomaly_frames"]["num_neg"] == 4               # frame B/6 has no anomaly
+    assert "size:small (<0.5 m)" in s["pooled"] and "type:30" in s["pooled"]
+    assert s["scene_mean"]["auroc"] == pytest.approx((1.0 + 5 / 8) / 2)
+
+
+def test_streaming_histogram_within_its_bound():
+    rng = np.random.default_rng(2)
+    y = rng.random(200000) < 0.05
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.15), 0, 1)
+    h = StreamingHistogram(bins=1000)
+    for part in np.array_split(np.arange(len(y)), 7):
+        h.update(y[part], s[part])
+    m = h.metrics()
+    assert abs(m["auroc"] - roc_auc_score(y, s)) <= m["auroc_error_bound"] + 1e-12
+    assert m["auroc_error_bound"] < 1e-3
