@@ -1,0 +1,79 @@
+"""CylinderFusionNet: VFE -> Cylinder3D -> (ResNet18 + voxel-image fusion) -> voxel anomaly head.
+
+Stages are built from registries by NAME; each declares `out_channels` and the next is built from it. The fusion
+mode decides which stages exist: lidar_only has no image branch, image_only no LiDAR branch.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .backbones_2d import __all__ as IMAGE_BACKBONES
+from .backbones_3d import __all__ as BACKBONES_3D
+from .fusion import __all__ as FUSIONS
+from .geometry import GridSpec
+from .heads import __all__ as HEADS
+from .vfe import __all__ as VFES
+
+__all__ = ["CylinderFusionNet"]
+
+
+def _lookup(registry: dict, name: str, key: str):
+    if name not in registry:
+        raise KeyError(f"{key} '{name}' is not registered; valid: {sorted(registry)}")
+    return registry[name]
+
+
+class CylinderFusionNet(nn.Module):
+    FUSION_MODES = ("attention", "concat", "lidar_only", "image_only")
+
+    def __init__(self, model_cfg, data_cfg):
+        super().__init__()
+        mode = model_cfg.FUSION.MODE
+        if mode not in self.FUSION_MODES:
+            raise ValueError(f"MODEL.FUSION.MODE must be one of {self.FUSION_MODES}, got {mode!r}")
+        if mode != "lidar_only" and not data_cfg.IMAGE.ENABLED:
+            raise ValueError(f"MODEL.FUSION.MODE {mode} needs images: set DATA_CONFIG.IMAGE.ENABLED true")
+        self.mode = mode
+        grid = GridSpec(data_cfg.VOXELIZE)
+        self.stages = OrderedDict()
+        channels = 0
+        if mode != "image_only":
+            self.vfe = _lookup(VFES, model_cfg.VFE.NAME, "MODEL.VFE.NAME")(model_cfg.VFE, grid)
+            self.backbone_3d = _lookup(BACKBONES_3D, model_cfg.BACKBONE_3D.NAME, "MODEL.BACKBONE_3D.NAME")(
+                model_cfg.BACKBONE_3D, self.vfe.out_channels, grid.size)
+            channels = self.backbone_3d.out_channels
+            self.stages.update(vfe=self.vfe, backbone_3d=self.backbone_3d)
+        if mode != "lidar_only":
+            self.image_backbone = _lookup(IMAGE_BACKBONES, model_cfg.IMAGE_BACKBONE.NAME,
+                                          "MODEL.IMAGE_BACKBONE.NAME")(model_cfg.IMAGE_BACKBONE)
+            self.fusion = _lookup(FUSIONS, model_cfg.FUSION.NAME, "MODEL.FUSION.NAME")(
+                model_cfg.FUSION, grid, channels, self.image_backbone.out_channels)
+            channels = self.fusion.out_channels
+            self.stages.update(image_backbone=self.image_backbone, fusion=self.fusion)
+        self.head = _lookup(HEADS, model_cfg.HEAD.NAME, "MODEL.HEAD.NAME")(
+            model_cfg.HEAD, model_cfg.LOSS, model_cfg.REGIME, channels, data_cfg.LABELS.IGNORE_INDEX)
+        self.stages["head"] = self.head
+        self.profile = False      # when True, batch_dict['timings'] holds seconds per stage
+
+    def forward(self, batch_dict: dict) -> dict:
+        timings = {}
+        for name, stage in self.stages.items():
+            start = time.perf_counter()
+            batch_dict = stage(batch_dict)
+            if self.profile:
+                timings[name] = time.perf_counter() - start
+        if self.profile:
+            batch_dict["timings"] = timings
+        return batch_dict
+
+    def get_loss(self, batch_dict: dict):
+        return self.head.get_loss(batch_dict)
+
+    def parameter_counts(self) -> dict:
+        return {name: (sum(p.numel() for p in stage.parameters()),
+                       sum(p.numel() for p in stage.parameters() if p.requires_grad))
+                for name, stage in self.stages.items()}

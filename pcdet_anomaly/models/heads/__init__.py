@@ -1,0 +1,3 @@
+from .anomaly_head import VoxelAnomalyHead
+
+__all__ = {"VoxelAnomalyHead": VoxelAnomalyHead}

@@ -1,0 +1,96 @@
+"""Voxel anomaly head: an anomaly logit per voxel (supervised regime) and/or semantic logits over the normal classes
+(normality regime: the anomaly score comes from them)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import balanced_pos_weight, binary_focal_loss, lovasz_hinge, lovasz_softmax
+
+__all__ = ["VoxelAnomalyHead"]
+
+
+def _mlp(c_in, c_out, hidden=64):
+    return nn.Sequential(nn.Linear(c_in, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, c_out))
+
+
+class VoxelAnomalyHead(nn.Module):
+    def __init__(self, model_cfg, loss_cfg, regime: str, in_channels: int, ignore_index: int = 255):
+        super().__init__()
+        if regime not in ("supervised", "normality"):
+            raise ValueError(f"MODEL.REGIME must be 'supervised' or 'normality', got {regime!r}")
+        self.regime = regime
+        self.loss_cfg = loss_cfg
+        self.ignore_index = ignore_index
+        self.num_semantic = int(model_cfg.NUM_SEMANTIC_CLASSES)
+        self.score_kind = model_cfg.NORMALITY_SCORE
+        if regime == "normality" and self.num_semantic < 2:
+            raise ValueError("MODEL.REGIME normality needs MODEL.HEAD.NUM_SEMANTIC_CLASSES >= 2 (and "
+                             "DATA_CONFIG.LABELS.SEMANTIC_CLASSES)")
+        if self.score_kind not in ("max_logit", "energy", "entropy"):
+            raise ValueError(f"MODEL.HEAD.NORMALITY_SCORE must be max_logit, energy or entropy, got "
+                             f"{self.score_kind!r}")
+        self.anomaly_logit = _mlp(in_channels, 1) if regime == "supervised" else None
+        self.semantic_logits = _mlp(in_channels, self.num_semantic) if self.num_semantic else None
+
+    def normality_score(self, logits: torch.Tensor) -> torch.Tensor:
+        """Higher = more anomalous, in (0, 1)."""
+        if self.score_kind == "max_logit":
+            return torch.sigmoid(-logits.max(1).values)
+        if self.score_kind == "energy":
+            return torch.sigmoid(-torch.logsumexp(logits, 1))
+        p = F.softmax(logits, 1)
+        entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
+        return entropy / torch.log(torch.tensor(float(logits.shape[1]), device=logits.device))
+
+    def forward(self, batch_dict: dict) -> dict:
+        feats = batch_dict["voxel_features"]
+        if self.anomaly_logit is not None:
+            logits = self.anomaly_logit(feats).squeeze(1)
+            batch_dict["voxel_logits"] = logits
+            batch_dict["voxel_scores"] = torch.sigmoid(logits.float())
+        if self.semantic_logits is not None:
+            sem = self.semantic_logits(feats)
+            batch_dict["voxel_semantic_logits"] = sem
+            if self.regime == "normality":
+                batch_dict["voxel_scores"] = self.normality_score(sem.float())
+        p2v = batch_dict["point2voxel"]
+        point_scores = torch.zeros(len(p2v), dtype=torch.float32, device=feats.device)
+        valid = p2v >= 0
+        point_scores[valid] = batch_dict["voxel_scores"][p2v[valid]].float()
+        batch_dict["point_scores"] = point_scores
+        return batch_dict
+
+    def get_loss(self, batch_dict: dict):
+        cfg = self.loss_cfg
+        tb = {}
+        total = batch_dict["voxel_features"].new_zeros(()).float()
+        if self.anomaly_logit is not None:
+            labels = batch_dict["voxel_labels"]
+            keep = labels != self.ignore_index
+            logits, targets = batch_dict["voxel_logits"][keep].float(), labels[keep]
+            pos_weight = balanced_pos_weight(targets, cfg.POS_WEIGHT)
+            gamma = cfg.FOCAL_GAMMA if cfg.TYPE == "focal" else 0.0
+            if cfg.TYPE not in ("focal", "bce"):
+                raise ValueError(f"MODEL.LOSS.TYPE must be focal or bce, got {cfg.TYPE!r}")
+            cls = binary_focal_loss(logits, targets, pos_weight, gamma)
+            tb["loss_anomaly"] = float(cls.detach())
+            total = total + cls
+            if cfg.LOVASZ_WEIGHT > 0:
+                lov = lovasz_hinge(logits, targets) * cfg.LOVASZ_WEIGHT
+                tb["loss_lovasz"] = float(lov.detach())
+                total = total + lov
+            tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
+        if self.semantic_logits is not None and "voxel_semantic" in batch_dict:
+            labels = batch_dict["voxel_semantic"]
+            keep = labels != self.ignore_index
+            sem_logits = batch_dict["voxel_semantic_logits"][keep].float()
+            ce = F.cross_entropy(sem_logits, labels[keep]) if keep.any() else sem_logits.sum() * 0.0
+            lov = lovasz_softmax(F.softmax(sem_logits, 1), labels[keep]) if keep.any() else ce * 0.0
+            sem = (ce + cfg.LOVASZ_WEIGHT * lov) * cfg.SEMANTIC_WEIGHT
+            tb["loss_semantic"] = float(sem.detach())
+            total = total + sem
+        tb["loss"] = float(total.detach())
+        return total, tb

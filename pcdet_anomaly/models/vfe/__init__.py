@@ -1,0 +1,3 @@
+from .cylinder_vfe import CylinderPointVFE
+
+__all__ = {"CylinderPointVFE": CylinderPointVFE}
