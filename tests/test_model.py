@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+import torch
+
+from pcdet_anomaly.config import load_config
+from pcdet_anomaly.datasets import build_dataset, collate_batch
+from pcdet_anomaly.evaluation import ranking_metrics
+from pcdet_anomaly.models import build_network
+from pcdet_anomaly.utils.common_utils import ROOT_DIR
+
+
+def tiny_cfg(root, mode="attention", **data):
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    cfg.DATA_CONFIG.DATA_PATH = str(root)
+    cfg.DATA_CONFIG.MAX_POINTS = data.get("max_points", 6000)
+    cfg.DATA_CONFIG.VOXELIZE.GRID_SIZE = [60, 60, 8]
+    cfg.DATA_CONFIG.IMAGE.SIZE = [64, 96]
+    cfg.MODEL.BACKBONE_3D.INIT_SIZE = 4
+    cfg.MODEL.FUSION.MODE = mode
+    cfg.MODEL.FUSION.EMBED_DIM = 16
+    cfg.MODEL.FUSION.FFN_DIM = 32
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def anomaly_batch(synth_root):
+    root, _ = synth_root
+    cfg = tiny_cfg(root)
+    ds = build_dataset(cfg.DATA_CONFIG, "all", training=False)
+    idx = [i for i, (n, f) in enumerate(ds.frames) if not ds.meta[n]["normality"]][:2]
+    return cfg, ds, collate_batch([ds[i] for i in idx])
+
+
+@pytest.mark.parametrize("mode", ["attention", "concat", "lidar_only", "image_only"])
+def test_every_ablation_builds_runs_and_has_right_shapes(anomaly_batch, mode):
+    cfg, _, batch = anomaly_batch
+    cfg.MODEL.FUSION.MODE = mode
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    out = net(dict(batch))
+    V, N = len(batch["voxel_coords"]), len(batch["points"])
+    assert out["voxel_logits"].shape == (V,) and out["voxel_scores"].dtype == torch.float32
+    assert out["point_scores"].shape == (N,)
+    assert torch.all((out["voxel_scores"] >= 0) & (out["voxel_scores"] <= 1))
+    p2v = batch["point2voxel"]
+    assert torch.equal(out["point_scores"], out["voxel_scores"][p2v])   # gathered through the inverse index
+    assert ("image_backbone" in net.stages) == (mode != "lidar_only")
+    assert ("backbone_3d" in net.stages) == (mode != "image_only")
+
+
+def test_gradients_reach_trainable_and_not_frozen(anomaly_batch):
+    cfg, _, batch = anomaly_batch
+    cfg.MODEL.FUSION.MODE = "attention"
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    net.train()
+    out = net(dict(batch))
+    loss, tb = net.get_loss(out)
+    loss.backward()
+    assert tb["pos_fraction"] > 0
+    for name, p in net.named_parameters():
+        if name.startswith("image_backbone"):
+            assert not p.requires_grad and p.grad is None, name
+        elif name.startswith("image_backbone.fc") is False:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), f"no gradient reached {name}"
+    assert not net.image_backbone.training          # frozen BN stays in eval mode
+
+
+def test_voxel_outside_the_image_gets_no_image_feature(anomaly_batch):
+    cfg, _, batch = anomaly_batch
+    cfg.MODEL.FUSION.MODE = "attention"
+    torch.manual_seed(0)
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG).eval()
+    a = net(dict(batch))
+    inside = a["voxel_in_image"]
+    assert inside.any() and (~inside).any()
+    other = dict(batch)
+    other["images"] = torch.randn_like(batch["images"]) * 3
+    b = net(other)
+    assert torch.equal(a["voxel_features"][~inside], b["voxel_features"][~inside])
+    assert not torch.allclose(a["voxel_features"][inside], b["voxel_features"][inside])
+    width = net.backbone_3d.out_channels
+    assert (a["voxel_features"][~inside, width:] == 0).all()
+
+
+def test_pretrained_weights_load_strictly_from_local_file(tmp_path, anomaly_batch):
+    cfg, _, _ = anomaly_batch
+    cfg.MODEL.FUSION.MODE = "attention"
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in net.image_backbone.state_dict().items()}
+    torch.save(state, tmp_path / "resnet18.pth")
+    cfg.MODEL.IMAGE_BACKBONE.PRETRAINED_PATH = str(tmp_path / "resnet18.pth")
+    net2 = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    assert net2.image_backbone.pretrained
+    assert torch.equal(net2.image_backbone.conv1.weight, state["conv1.weight"])
+    torch.save({"conv1.weight": state["conv1.weight"]}, tmp_path / "partial.pth")
+    cfg.MODEL.IMAGE_BACKBONE.PRETRAINED_PATH = str(tmp_path / "partial.pth")
+    with pytest.raises(RuntimeError, match="not a torchvision resnet18 state dict"):
+        build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    cfg.MODEL.IMAGE_BACKBONE.PRETRAINED_PATH = str(tmp_path / "absent.pth")
+    with pytest.raises(FileNotFoundError, match="no download is tried"):
+        build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    cfg.MODEL.IMAGE_BACKBONE.PRETRAINED_PATH = ""
+
+
+def test_normality_regime_scores_from_semantic_head(anomaly_batch, synth_root):
+    root, _ = synth_root
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_cpu.yaml")
+    small = tiny_cfg(root)
+    cfg.DATA_CONFIG.DATA_PATH, cfg.DATA_CONFIG.MAX_POINTS = str(root), 4000
+    cfg.DATA_CONFIG.VOXELIZE.GRID_SIZE, cfg.DATA_CONFIG.IMAGE.SIZE = [60, 60, 8], [64, 96]
+    cfg.MODEL.BACKBONE_3D, cfg.MODEL.FUSION = small.MODEL.BACKBONE_3D, small.MODEL.FUSION
+    ds = build_dataset(cfg.DATA_CONFIG, "all", training=False)
+    batch = collate_batch([ds[0]])
+    for kind in ("max_logit", "energy", "entropy"):
+        cfg.MODEL.HEAD.NORMALITY_SCORE = kind
+        net = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+        out = net(dict(batch))
+        loss, tb = net.get_loss(out)
+        assert "voxel_logits" not in out and out["voxel_semantic_logits"].shape[1] == 8
+        assert "loss_semantic" in tb and torch.isfinite(loss)
+        assert torch.all((out["voxel_scores"] >= 0) & (out["voxel_scores"] <= 1))
+
+
+def test_overfits_a_single_frame(anomaly_batch):
+    cfg, ds, _ = anomaly_batch
+    cfg.MODEL.FUSION.MODE = "attention"
+    torch.manual_seed(0)
+    batch = collate_batch([ds[next(i for i, (n, f) in enumerate(ds.frames) if not ds.meta[n]["normality"])]])
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG).train()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(60):
+        out = net(dict(batch))
+        loss, _ = net.get_loss(out)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    net.eval()
+    with torch.no_grad():
+        out = net(dict(batch))
+    labels = batch["voxel_labels"].numpy()
+    keep = labels != 255
+    auroc = ranking_metrics(labels[keep], out["voxel_scores"].numpy()[keep]).auroc
+    assert min(losses[-5:]) < losses[0] / 10, (losses[0], losses[-5:])
+    assert auroc > 0.99, auroc
