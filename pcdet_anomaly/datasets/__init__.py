@@ -21,12 +21,33 @@ def build_dataset(dataset_cfg, split, training, logger=None, root_path=None):
     return __all__[name](dataset_cfg, split=split, training=training, logger=logger, root_path=root_path)
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """Shuffles with a permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
+
+    def __init__(self, dataset, seed: int = 0, shuffle: bool = True):
+        self.dataset, self.seed, self.shuffle, self.epoch = dataset, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(len(self.dataset)))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=g).tolist())
+
+    def __len__(self):
+        return len(self.dataset)
+
+
 def build_dataloader(dataset_cfg, split, batch_size, training, workers=0, dist=False, seed=0, logger=None,
                      root_path=None):
     dataset = build_dataset(dataset_cfg, split, training, logger, root_path)
-    sampler = DistributedSampler(dataset, shuffle=training, seed=seed) if dist else None
+    dataset.set_epoch(0, seed)
+    sampler = DistributedSampler(dataset, shuffle=training, seed=seed) if dist else EpochSeededSampler(
+        dataset, seed, shuffle=training)
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=training and sampler is None, sampler=sampler,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
                         num_workers=workers, collate_fn=collate_batch, pin_memory=False, drop_last=False,
                         generator=generator, persistent_workers=False,
                         worker_init_fn=functools.partial(worker_init_fn, base_seed=seed))

@@ -99,12 +99,19 @@ class AnoVoxDataset(DatasetTemplate):
                                     labels.SEMANTIC_CLASSES)
         self.ignore_index = labels.IGNORE_INDEX
         self.bad_frames: Counter = Counter()
+        self.seed, self.epoch = 0, 0
         layouts = Counter(r.layout for r in self.readers.values())
         self.logger.info("AnoVox %s: %d scenarios, %d frames (layouts: %s)", split, len(names), len(self.frames),
                          dict(layouts))
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Augmentation randomness is a function of (seed, epoch, index): resumed runs repeat it exactly."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(len(self.frames)):
@@ -149,7 +156,7 @@ class AnoVoxDataset(DatasetTemplate):
         name, frame = self.frames[i]
         reader = self.readers[name]
         cfg = self.dataset_cfg
-        rng = np.random.default_rng() if self.training else np.random.default_rng(frame)
+        rng = np.random.default_rng([self.seed, self.epoch, i] if self.training else [frame])
         points = reader.read_points(frame)
         rng_r = cfg.POINT_FILTER_RANGE
         keep = np.all((points[:, :3] >= rng_r[:3]) & (points[:, :3] < rng_r[3:]), axis=1)

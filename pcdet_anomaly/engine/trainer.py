@@ -1,0 +1,341 @@
+"""The training engine: epochs of optimizer steps, then validation, checkpoints, early stopping, plots.
+
+Files in the run folder (rank 0 writes, other ranks only log warnings):
+  config.yaml  log_train.txt  tensorboard/  ckpt/{latest,best,checkpoint_epoch_N}.pth
+  train_log.jsonl (every LOG_EVERY steps)  val_history.json  guard.json  run_state.json  plots/*.png
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import save_config
+from ..datasets import batch_to_device, build_dataloader
+from ..evaluation import format_table, write_reports
+from ..models import build_network
+from ..utils.visualization import save_frame_heatmap, save_training_curves
+from .checkpoint import (find_resume_checkpoint, load_checkpoint, load_model_weights, rotate_checkpoints,
+                         save_checkpoint, set_rng_state, unwrap)
+from .guard import GuardStop, LearningGuard
+from .optim import build_optimizer, build_scheduler
+from .validate import run_inference
+
+__all__ = ["Trainer", "OOM_ADVICE"]
+
+OOM_ADVICE = ("out of GPU memory at batch size {bs} with about {pts} points per frame. Remedies: a smaller "
+              "--batch_size with OPTIMIZATION.ACCUM_STEPS to keep the effective batch, DATA_CONFIG.MAX_POINTS to "
+              "subsample points, a coarser DATA_CONFIG.VOXELIZE.GRID_SIZE or a smaller MODEL.BACKBONE_3D.INIT_SIZE, "
+              "smaller DATA_CONFIG.IMAGE.SIZE, or --amp.")
+
+
+def _json_dump(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.replace(path)
+
+
+class Trainer:
+    def __init__(self, cfg, output_dir: Path, logger: logging.Logger, device: torch.device, rank: int = 0,
+                 world_size: int = 1, distributed: bool = False, workers: int | None = None, amp: bool = False,
+                 sync_bn: bool = False, max_ckpt_save_num: int | None = None, progress: bool = True):
+        self.cfg, self.logger, self.device = cfg, logger, device
+        self.rank, self.world_size, self.distributed = rank, world_size, distributed
+        self.is_main = rank == 0
+        self.output_dir = Path(output_dir)
+        self.ckpt_dir = self.output_dir / "ckpt"
+        self.plot_dir = self.output_dir / "plots"
+        self.progress = progress and self.is_main
+        opt = cfg.OPTIMIZATION
+        self.workers = cfg.TRAIN.NUM_WORKERS if workers is None else workers
+        self.max_ckpt = cfg.TRAIN.MAX_CKPT_SAVE_NUM if max_ckpt_save_num is None else max_ckpt_save_num
+        if self.is_main:
+            for d in (self.ckpt_dir, self.plot_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.output_dir / "config.yaml")
+
+        seed = cfg.TRAIN.SEED
+        self.train_set, self.train_loader, self.train_sampler = build_dataloader(
+            cfg.DATA_CONFIG, "train", opt.BATCH_SIZE_PER_GPU, True, self.workers, distributed, seed, logger)
+        self.val_set, self.val_loader, _ = build_dataloader(cfg.DATA_CONFIG, "val", opt.BATCH_SIZE_PER_GPU, False,
+                                                            self.workers, False, seed, logger)
+        if len(self.train_set) == 0:
+            raise RuntimeError(f"the train split of {self.train_set.root_path} is empty (DATA_CONFIG.SPLIT)")
+        if cfg.MODEL.REGIME == "supervised" and all(self.train_set.meta[n]["normality"]
+                                                   for n in self.train_set.scenarios):
+            logger.warning("supervised regime but no training scenario contains an anomaly: the anomaly head has "
+                           "no positive targets (use MODEL.REGIME normality for normality-only training)")
+
+        model = build_network(cfg.MODEL, cfg.DATA_CONFIG).to(device)
+        if sync_bn:
+            if device.type == "cuda" and distributed:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                logger.warning("--sync_bn needs CUDA and torchrun; ignored here")
+        self.model = model
+        if distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+        self.optimizer = build_optimizer(unwrap(self.model), opt)
+        self.accum = max(1, opt.ACCUM_STEPS)
+        steps_per_epoch = math.ceil(len(self.train_loader) / self.accum)
+        self.scheduler = build_scheduler(self.optimizer, opt, steps_per_epoch)
+        self.amp = bool(amp or opt.AMP)
+        if self.amp and device.type != "cuda":
+            logger.warning("mixed precision requested on CPU: spconv's CPU kernels have no bfloat16 path, so this "
+                           "run stays in float32 (AMP applies on CUDA: float16 with a gradient scaler)")
+            self.amp = False
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.guard = LearningGuard(opt.GUARD, logger)
+        self.epoch, self.global_step = 0, 0
+        self.best_metric, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
+        self.val_history: list[dict] = []
+        self.status = "initialised"
+        self.writer = None
+        if self.is_main:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(self.output_dir / "tensorboard"))
+        n_params = {k: v for k, v in unwrap(self.model).parameter_counts().items()}
+        logger.info("model parameters per stage (total, trainable): %s", n_params)
+        logger.info("train %d frames, val %d frames, %d steps/epoch, device %s, world size %d",
+                    len(self.train_set), len(self.val_set), steps_per_epoch, device, world_size)
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, ckpt: str | None = None, pretrained: str | None = None) -> None:
+        if pretrained:
+            load_model_weights(self.model, load_checkpoint(pretrained), self.logger)
+        if ckpt:
+            path, state = Path(ckpt), load_checkpoint(ckpt)
+        else:
+            path, state = find_resume_checkpoint(self.ckpt_dir)
+            if path is None:
+                return
+        load_model_weights(self.model, state, self.logger, strict=True)
+        if state.get("optimizer_state"):
+            self.optimizer.load_state_dict(state["optimizer_state"])
+        if state.get("scheduler_state"):
+            self.scheduler.load_state_dict(state["scheduler_state"])
+        if state.get("scaler_state") and self.amp:
+            self.scaler.load_state_dict(state["scaler_state"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        extra = state.get("extra", {})
+        self.best_metric = extra.get("best_metric", -math.inf)
+        self.best_epoch = extra.get("best_epoch", -1)
+        self.bad_epochs = extra.get("bad_epochs", 0)
+        self.val_history = list(extra.get("val_history", []))
+        self.guard.load_state(extra.get("guard", {}))
+        set_rng_state(state["rng_state"])
+        self.logger.info("resumed from %s: epoch %d, step %d, best %s %.4f", path, self.epoch, self.global_step,
+                         self.cfg.TRAIN.BEST_METRIC, self.best_metric)
+
+    # ------------------------------------------------------------------ training
+    def _step(self, batch) -> tuple[float, dict]:
+        batch = batch_to_device(batch, self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.model(batch)
+            loss, tb = unwrap(self.model).get_loss(out)
+        value = float(loss.detach())
+        if not self.guard.check_step_loss(value, self.epoch):
+            self.optimizer.zero_grad(set_to_none=True)
+            return value, tb
+        self.scaler.scale(loss / self.accum).backward()
+        tb["score_std"] = float(out["voxel_scores"].detach().float().std()) if len(out["voxel_scores"]) > 1 else 0.0
+        return value, tb
+
+    def _optimizer_step(self) -> float:
+        grad_norm = 0.0
+        clip = self.cfg.OPTIMIZATION.GRAD_CLIP
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in unwrap(self.model).parameters() if p.requires_grad]
+        if clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.global_step += 1
+        return grad_norm
+
+    def train_one_epoch(self) -> dict:
+        self.model.train()
+        self.train_set.set_epoch(self.epoch)
+        self.train_sampler.set_epoch(self.epoch)
+        losses, score_stds = [], []
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.OPTIMIZATION.NUM_EPOCHS}",
+                   unit="batch", disable=not self.progress, dynamic_ncols=True)
+        start = time.time()
+        log_path = self.output_dir / "train_log.jsonl"
+        for i, batch in enumerate(bar):
+            try:
+                value, tb = self._step(batch)
+            except torch.OutOfMemoryError as err:
+                pts = len(batch["points"]) // max(batch["batch_size"], 1)
+                raise SystemExit(f"{err}\n" + OOM_ADVICE.format(bs=batch["batch_size"], pts=pts)) from err
+            if math.isfinite(value):
+                losses.append(value)
+                score_stds.append(tb.get("score_std", 0.0))
+            grad_norm = None
+            if (i + 1) % self.accum == 0 or i + 1 == len(self.train_loader):
+                grad_norm = self._optimizer_step()
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+            if self.is_main and grad_norm is not None and (self.global_step % self.cfg.TRAIN.LOG_EVERY == 0
+                                                          or i + 1 == len(self.train_loader)):
+                record = {"epoch": self.epoch + 1, "step": self.global_step, "loss": value, "lr": lr,
+                          "grad_norm": grad_norm, "time": time.time(), **{k: v for k, v in tb.items() if k != "loss"}}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                for key, v in record.items():
+                    if key not in ("epoch", "step", "time"):
+                        self.writer.add_scalar(f"train/{key}", v, self.global_step)
+        mean_loss = float(np.mean(losses)) if losses else math.nan
+        return {"loss": mean_loss, "score_std": float(np.mean(score_stds)) if score_stds else 0.0,
+                "seconds": time.time() - start}
+
+    # ------------------------------------------------------------------ validation and bookkeeping
+    def validate(self, epoch_stats: dict) -> dict:
+        cfg = self.cfg
+        evaluator, vis, score_stats = run_inference(unwrap(self.model), self.val_loader, self.val_set,
+                                                    cfg.DATA_CONFIG, self.device,
+                                                    max_frames=cfg.TRAIN.MAX_EVAL_FRAMES, progress=self.progress,
+                                                    desc=f"val {self.epoch}")
+        summary = evaluator.summary()
+        pooled = summary["pooled"].get("all", {})
+        record = {"epoch": self.epoch, "step": self.global_step, "train_loss": epoch_stats["loss"],
+                  "auroc": pooled.get("auroc", math.nan), "ap": pooled.get("ap", math.nan),
+                  "auprc": pooled.get("ap", math.nan), "fpr95": pooled.get("fpr95", math.nan),
+                  "scene_mean_auroc": summary["scene_mean"]["auroc"], "scene_mean_ap": summary["scene_mean"]["ap"],
+                  "val_score_std": score_stats["voxel_score_std"], "epoch_seconds": epoch_stats["seconds"]}
+        self.logger.info("validation after epoch %d:\n%s", self.epoch, format_table(summary))
+        write_reports(summary, self.output_dir / "eval" / f"epoch_{self.epoch}", "metrics")
+        for key in ("auroc", "ap", "fpr95", "scene_mean_auroc", "scene_mean_ap", "val_score_std"):
+            if isinstance(record[key], float) and math.isfinite(record[key]):
+                self.writer.add_scalar(f"val/{key}", record[key], self.epoch)
+        if vis is not None and self.epoch % max(1, cfg.TRAIN.HEATMAP_EVERY) == 0:
+            self.save_heatmap(vis)
+        return record
+
+    def save_heatmap(self, vis: dict) -> None:
+        import cuda_ops
+        reader = self.val_set.readers[vis["scene"]]
+        rgb = reader.read_rgb(vis["frame"])
+        cal = reader.calibration
+        uv, _, valid = cuda_ops.project_to_image(torch.from_numpy(vis["xyz"]), torch.from_numpy(cal.intrinsics),
+                                                 torch.from_numpy(cal.lidar_to_cam), cal.image_hw)
+        path = self.plot_dir / f"heatmap_epoch_{self.epoch}.png"
+        save_frame_heatmap(path, vis["xyz"], vis["scores"], vis["labels"], rgb, uv[valid].numpy(),
+                           vis["scores"][valid.numpy()],
+                           title=f"{vis['scene'][:17]} frame {vis['frame']} - epoch {self.epoch}")
+
+    def _metric_value(self, record: dict, key: str) -> float:
+        value = record.get(key, math.nan)
+        return -value if key == "fpr95" else value      # higher is better everywhere else
+
+    def _checkpoint(self, name: str) -> None:
+        extra = {"best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                 "val_history": self.val_history, "guard": self.guard.state()}
+        save_checkpoint(self.ckpt_dir / name, self.model, self.optimizer, self.scheduler,
+                        self.scaler if self.amp else None, self.epoch, self.global_step, self.cfg, extra)
+
+    def _write_state(self, eta_s: float | None = None) -> None:
+        if not self.is_main:
+            return
+        es = self.cfg.OPTIMIZATION.EARLY_STOP
+        _json_dump(self.output_dir / "run_state.json", {
+            "status": self.status, "epoch": self.epoch, "num_epochs": self.cfg.OPTIMIZATION.NUM_EPOCHS,
+            "global_step": self.global_step, "best_metric_name": self.cfg.TRAIN.BEST_METRIC,
+            "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "early_stop": {"enabled": es.ENABLED, "metric": es.METRIC, "bad_epochs": self.bad_epochs,
+                           "patience": es.PATIENCE}, "eta_seconds": eta_s, "updated": time.time()})
+        _json_dump(self.output_dir / "val_history.json", self.val_history)
+        _json_dump(self.output_dir / "guard.json", self.guard.state())
+
+    def train(self, stop_after_epoch: int | None = None) -> dict:
+        cfg, opt = self.cfg, self.cfg.OPTIMIZATION
+        es = opt.EARLY_STOP
+        self.status = "running"
+        total_start = time.time()
+        start_epoch = self.epoch
+        try:
+            while self.epoch < opt.NUM_EPOCHS:
+                stats = self.train_one_epoch()
+                self.epoch += 1
+                record = None
+                if self.is_main and (self.epoch % max(1, cfg.TRAIN.EVAL_EVERY) == 0 or self.epoch == opt.NUM_EPOCHS):
+                    record = self.validate(stats)
+                    self.val_history.append(record)
+                    value = self._metric_value(record, cfg.TRAIN.BEST_METRIC)
+                    if math.isfinite(value) and value > self.best_metric:
+                        self.best_metric, self.best_epoch = value, self.epoch
+                        self._checkpoint("best.pth")
+                        self.logger.info("new best %s %.4f at epoch %d", cfg.TRAIN.BEST_METRIC, abs(value),
+                                         self.epoch)
+                    es_value = self._metric_value(record, es.METRIC)
+                    best_es = max((self._metric_value(r, es.METRIC) for r in self.val_history[:-1]),
+                                  default=-math.inf)
+                    if es.ENABLED and self.epoch >= es.START_EPOCH:
+                        self.bad_epochs = 0 if es_value > best_es + es.MIN_DELTA else self.bad_epochs + 1
+                if self.is_main:
+                    self._checkpoint(f"checkpoint_epoch_{self.epoch}.pth")
+                    self._checkpoint("latest.pth")
+                    rotate_checkpoints(self.ckpt_dir, self.max_ckpt)
+                    save_training_curves(self.plot_dir / "curves.png", self._read_step_log(), self.val_history,
+                                         title=f"{cfg.CFG_TAG}")
+                    elapsed = time.time() - total_start
+                    done = self.epoch - start_epoch
+                    eta = elapsed / max(done, 1) * (opt.NUM_EPOCHS - self.epoch)
+                    self.logger.info("epoch %d/%d: train loss %.4f, %.0f s; ETA %.0f s", self.epoch,
+                                     opt.NUM_EPOCHS, stats["loss"], stats["seconds"], eta)
+                    self._write_state(eta)
+                    try:
+                        self.guard.check_epoch(self.epoch, stats["loss"], record["val_score_std"] if record else
+                                               stats["score_std"], record["auroc"] if record else None)
+                    except GuardStop:
+                        self._sync_flag(2)
+                        raise
+                    self._write_state(eta)
+                stop = self._sync_flag(1 if es.ENABLED and self.bad_epochs >= es.PATIENCE else 0)
+                if stop == 2:
+                    raise GuardStop("rank 0 stopped the run (learning guard)")
+                if stop == 1:
+                    self.logger.info("early stopping: %s did not improve by %.4g for %d evaluations (best %.4f at "
+                                     "epoch %d)", es.METRIC, es.MIN_DELTA, self.bad_epochs, self.best_metric,
+                                     self.best_epoch)
+                    self.status = "stopped_early"
+                    break
+                if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                    self.status = "interrupted"
+                    break
+            else:
+                self.status = "finished"
+        except GuardStop as err:
+            self.status = "guard_stop"
+            self.logger.error("%s", err)
+            self._write_state()
+            raise
+        finally:
+            self._write_state()
+            if self.writer is not None:
+                self.writer.flush()
+        return {"status": self.status, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                "val_history": self.val_history, "seconds": time.time() - total_start}
+
+    def _sync_flag(self, flag: int) -> int:
+        """Rank 0's decision (0 go on, 1 early stop, 2 guard stop) reaches every rank."""
+        if not self.distributed:
+            return flag
+        tensor = torch.tensor([flag if self.is_main else 0], device=self.device)
+        torch.distributed.broadcast(tensor, src=0)
+        return int(tensor.item())
+
+    def _read_step_log(self) -> list[dict]:
+        path = self.output_dir / "train_log.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

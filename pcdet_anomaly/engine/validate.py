@@ -1,0 +1,70 @@
+"""Inference over a split: per-frame voxel predictions on the AnoVox evaluation grid, metrics, one frame to draw."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import cuda_ops
+
+from ..datasets import batch_to_device
+from ..evaluation import VoxelEvaluator, frame_ground_truth, match_voxels
+
+__all__ = ["run_inference"]
+
+
+@torch.no_grad()
+def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | None = None, max_frames: int = -1,
+                  score_rule: str = "nearest", progress: bool = True, desc: str = "eval"):
+    """-> (VoxelEvaluator, vis_sample dict or None, score statistics dict)."""
+    model.eval()
+    evaluator = VoxelEvaluator()
+    eg = data_cfg.EVAL_GRID
+    vis = None
+    n, mean, m2 = 0, 0.0, 0.0
+    frames_done = 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
+    for batch in bar:
+        batch = batch_to_device(batch, device)
+        out = model(batch)
+        points = out["points"].detach().float().cpu()
+        scores = out["point_scores"].detach().float().cpu()
+        voxel_scores = out["voxel_scores"].detach().double().cpu()
+        if len(voxel_scores):   # running variance of voxel scores (Chan's parallel update)
+            bn, bmean = len(voxel_scores), float(voxel_scores.mean())
+            bm2 = float(((voxel_scores - bmean) ** 2).sum())
+            delta = bmean - mean
+            mean += delta * bn / (n + bn)
+            m2 += bm2 + delta ** 2 * n * bn / (n + bn)
+            n += bn
+        for b in range(out["batch_size"]):
+            scene, frame = out["scene_id"][b], out["frame_id"][b]
+            reader = dataset.readers[scene]
+            mask = points[:, 0] == b
+            xyz = points[mask, 1:4].double()
+            if not torch.allclose(out["aug_matrix"][b].cpu(), torch.eye(4, dtype=torch.float64)):
+                raise RuntimeError("evaluation needs un-augmented points: build the loader with training=False")
+            vox, vs = cuda_ops.eval_grid_scores(xyz, scores[mask].double(), score_rule, eg.VOXEL_SIZE,
+                                                eg.GRID_SIZE, eg.OFFSET, eg.Z_SHIFT)
+            vox, vs = vox.numpy(), vs.numpy()
+            gt_vox, gt_lab = frame_ground_truth(reader, frame, dataset.targets, "voxel_grid", -1.0, eg)
+            labels, matched, stats = match_voxels(vox, vs, gt_vox, gt_lab)
+            evaluator.add_frame(scene, frame, labels, matched, reader.read_anomaly(frame), stats)
+            if pred_dir is not None:
+                folder = Path(pred_dir) / scene
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / f"VOXEL_PRED_{frame}.npy", np.concatenate([vox, vs[:, None]], 1).astype(np.float64))
+            point_labels = out["point_labels"][mask.to(out["point_labels"].device)].cpu().numpy() \
+                if "point_labels" in out else None
+            if vis is None or (vis["labels"] is not None and not (vis["labels"] == 1).any()
+                               and point_labels is not None and (point_labels == 1).any()):
+                vis = {"scene": scene, "frame": frame, "xyz": xyz.numpy(), "scores": scores[mask].numpy(),
+                       "labels": point_labels, "calib": {k: (v.cpu() if torch.is_tensor(v) else v)
+                                                         for k, v in out["calib"][b].items()}}
+            frames_done += 1
+        if 0 < max_frames <= frames_done:
+            break
+    std = float(np.sqrt(m2 / max(n - 1, 1))) if n > 1 else 0.0
+    return evaluator, vis, {"voxel_score_mean": mean, "voxel_score_std": std, "voxels": n}
