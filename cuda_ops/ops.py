@@ -142,14 +142,16 @@ class _ScatterMax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # each (voxel, channel) maximum came from exactly one point: a plain scatter, no accumulation, no masks
+        # over all points (torch's generic scatter_reduce backward compares every point with its voxel's max)
         (arg,) = ctx.saved_tensors
         n, c = ctx.num_points, grad_out.shape[1]
-        grad_in = torch.zeros((n * c,), dtype=grad_out.dtype, device=grad_out.device)
-        valid = arg >= 0
-        channel = torch.arange(c, device=arg.device).expand_as(arg)
-        flat = (arg * c + channel)[valid]
-        grad_in.index_put_((flat,), grad_out[valid], accumulate=True)
-        return grad_in.view(n, c), None, None
+        dummy = n * c                               # empty voxels write into one extra slot, dropped below
+        channel = torch.arange(c, device=arg.device)
+        flat = torch.where(arg >= 0, arg * c + channel, torch.full_like(arg, dummy))
+        grad_in = torch.zeros(n * c + 1, dtype=grad_out.dtype, device=grad_out.device)
+        grad_in.scatter_(0, flat.reshape(-1), grad_out.reshape(-1))
+        return grad_in[:dummy].view(n, c), None, None
 
 
 def _scatter_max_torch(features, index, num_out):

@@ -1,0 +1,164 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pcdet_anomaly.config import load_config, save_config
+from pcdet_anomaly.engine.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
+from pcdet_anomaly.engine.guard import GuardStop
+from pcdet_anomaly.engine.trainer import Trainer
+from pcdet_anomaly.utils.common_utils import ROOT_DIR, create_logger, set_random_seed
+
+
+def tiny_cfg(synth_root, epochs=2):
+    root, summaries = synth_root
+    anomalous = [s["name"] for s in summaries if s["anomalies"]]
+    normal = [s["name"] for s in summaries if not s["anomalies"]]
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    d = cfg.DATA_CONFIG
+    d.DATA_PATH = str(root)
+    d.SPLIT.MODE = "lists"
+    assert len(anomalous) >= 3 and normal, "the session fixture should hold 3 anomaly scenarios and 1 normal one"
+    d.SPLIT.LISTS = {"train": [anomalous[0]] + normal[:1], "val": [anomalous[1]], "test": [anomalous[2]]}
+    d.MAX_POINTS, d.VOXELIZE.GRID_SIZE, d.IMAGE.SIZE = 3000, [40, 40, 8], [64, 96]
+    cfg.MODEL.BACKBONE_3D.INIT_SIZE = 4
+    cfg.MODEL.FUSION.EMBED_DIM, cfg.MODEL.FUSION.FFN_DIM = 16, 32
+    cfg.OPTIMIZATION.NUM_EPOCHS, cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU = epochs, 2
+    cfg.TRAIN.NUM_WORKERS, cfg.TRAIN.LOG_EVERY = 0, 1
+    return cfg
+
+
+def make_trainer(cfg, out, **kw):
+    set_random_seed(cfg.TRAIN.SEED)
+    return Trainer(cfg, out, create_logger(out / "log_train.txt"), torch.device("cpu"), progress=False, **kw)
+
+
+def test_two_epoch_run_writes_every_artefact_and_tools_read_them(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root)
+    cfg_file = tmp_path / "tiny.yaml"
+    save_config(cfg, cfg_file)
+    run = tmp_path / "run"
+    sys.path.insert(0, str(ROOT_DIR / "tools"))
+    import monitor
+    import test as test_tool
+    import train as train_tool
+    result = train_tool.main(["--cfg", str(cfg_file), "--output_dir", str(run), "--no_progress"])
+    assert result["status"] == "finished"
+    for rel in ("config.yaml", "log_train.txt", "train_log.jsonl", "val_history.json", "guard.json",
+                "run_state.json", "ckpt/latest.pth", "ckpt/best.pth", "ckpt/checkpoint_epoch_1.pth",
+                "ckpt/checkpoint_epoch_2.pth", "plots/curves.png", "plots/heatmap_epoch_1.png",
+                "plots/heatmap_epoch_2.png", "eval/epoch_2/metrics.json"):
+        assert (run / rel).is_file(), rel
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    history = json.loads((run / "val_history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2] and 0.0 <= history[-1]["auroc"] <= 1.0
+    state = load_checkpoint(run / "ckpt" / "latest.pth")
+    assert state["epoch"] == 2 and state["config"]["OPTIMIZATION"]["NUM_EPOCHS"] == 2 and "version" in state
+    # tools/test.py writes AnoVox-format predictions and a report
+    out = test_tool.main(["--cfg", str(cfg_file), "--output_dir", str(run), "--no_progress", "--workers", "0"])
+    preds = list((run / "eval" / "best" / "test" / "predictions").rglob("VOXEL_PRED_*.npy"))
+    assert len(preds) == 2 and out["best.pth"]["pooled"]["all"]["num_pos"] > 0
+    all_out = test_tool.main(["--cfg", str(cfg_file), "--output_dir", str(run), "--eval_all", "--no_progress",
+                              "--workers", "0"])
+    assert set(all_out) == {"checkpoint_epoch_1.pth", "checkpoint_epoch_2.pth"}
+    text = monitor.summarise(run)
+    assert "status: finished  epoch 2/2" in text and "validation:" in text and "learning guard" in text
+
+
+def test_resume_after_interruption_equals_uninterrupted(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root)
+    full = make_trainer(cfg, tmp_path / "a")
+    full.train()
+    part = make_trainer(cfg, tmp_path / "b")
+    assert part.train(stop_after_epoch=1)["status"] == "interrupted"
+    del part
+    torch.manual_seed(1234)                     # the resumed run must not depend on the process's RNG state
+    resumed = make_trainer(cfg, tmp_path / "b")
+    resumed.resume()
+    assert resumed.epoch == 1
+    resumed.train()
+    a = full.model.state_dict()
+    b = resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["auroc"] for r in full.val_history] == [r["auroc"] for r in resumed.val_history]
+
+
+def test_truncated_checkpoint_is_reported_and_previous_one_used(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root)
+    trainer = make_trainer(cfg, tmp_path)
+    trainer.train()
+    latest = tmp_path / "ckpt" / "latest.pth"
+    epoch2 = tmp_path / "ckpt" / "checkpoint_epoch_2.pth"
+    for f in (latest, epoch2):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="latest.pth: unreadable checkpoint .* truncated"):
+        load_checkpoint(latest)
+    path, state = find_resume_checkpoint(tmp_path / "ckpt")
+    assert path.name == "checkpoint_epoch_1.pth" and state["epoch"] == 1
+
+
+def test_guard_fires_on_zero_loss(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, epochs=3)
+    cfg.OPTIMIZATION.GUARD.STOP_ON_FAILURE = True
+    trainer = make_trainer(cfg, tmp_path)
+    head = trainer.model.head
+    original = head.get_loss
+
+    def zero_loss(batch_dict):
+        loss, tb = original(batch_dict)
+        return loss * 0.0, tb
+    head.get_loss = zero_loss
+    with pytest.raises(GuardStop, match="zero_loss"):
+        trainer.train()
+    guard = json.loads((tmp_path / "guard.json").read_text())
+    assert guard["events"][0]["kind"] == "zero_loss"
+    assert json.loads((tmp_path / "run_state.json").read_text())["status"] == "guard_stop"
+
+
+def test_guard_skips_nan_steps_and_stops_with_advice(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, epochs=3)
+    cfg.OPTIMIZATION.GUARD.MAX_NONFINITE_STEPS = 2
+    trainer = make_trainer(cfg, tmp_path)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    original = trainer.model.head.get_loss
+    trainer.model.head.get_loss = lambda b: (original(b)[0] * float("nan"), {})
+    with pytest.raises(GuardStop, match="non-finite losses in a row; lower OPTIMIZATION.LR"):
+        trainer.train()
+    after = trainer.model.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert not changed, "NaN steps must be skipped, not applied"
+
+
+def test_guard_flags_chance_auroc_and_flat_loss():
+    from easydict import EasyDict
+    from pcdet_anomaly.engine.guard import LearningGuard
+    cfg = EasyDict(ENABLED=True, STOP_ON_FAILURE=False, FLAT_WINDOW=2, FLAT_REL_TOL=1e-3, MIN_SCORE_STD=1e-4,
+                   CHANCE_TOL=0.02, MAX_NONFINITE_STEPS=3)
+    guard = LearningGuard(cfg)
+    guard.check_epoch(1, 0.5, score_std=0.1, val_auroc=0.9)
+    assert not guard.events
+    guard.check_epoch(2, 0.5, score_std=1e-6, val_auroc=0.505)
+    guard.check_epoch(3, 0.5, score_std=0.1, val_auroc=0.8)
+    assert {e["kind"] for e in guard.events} == {"constant_scores", "chance_auroc", "flat_loss"}
+
+
+def test_two_process_gloo_run_only_rank0_writes(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, epochs=1)
+    cfg_file = tmp_path / "tiny.yaml"
+    save_config(cfg, cfg_file)
+    run = tmp_path / "dist"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT_DIR))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29517", str(ROOT_DIR / "tools" / "train.py"), "--launcher", "pytorch",
+                           "--cfg", str(cfg_file), "--output_dir", str(run), "--no_progress", "--workers", "0"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in (run / "log_train.txt").read_text()
+    assert "[rank 1]" not in (run / "log_train.txt").read_text()
+    assert (run / "ckpt" / "latest.pth").is_file()
+    state = load_checkpoint(run / "ckpt" / "latest.pth")
+    assert state["epoch"] == 1 and not any(k.startswith("module.") for k in state["model_state"])
