@@ -262,6 +262,9 @@ class Trainer:
         self.status = "running"
         total_start = time.time()
         start_epoch = self.epoch
+        if self.is_main and cfg.TRAIN.EVAL_BEFORE_TRAINING and self.epoch == 0 and not self.val_history:
+            record = self.validate({"loss": math.nan, "seconds": 0.0})
+            self.val_history.append(record)
         try:
             while self.epoch < opt.NUM_EPOCHS:
                 stats = self.train_one_epoch()

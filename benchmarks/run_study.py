@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""The results study of the README: supervised ablations and the normality regime on a synthetic benchmark split by
+scenario, with anomaly shape families held out of training; several seeds; metrics on the held-out test split.
+
+    python benchmarks/run_study.py [--seeds 0 1 2] [--epochs 5] [--only fusion lidar_only]
+Writes output/study/results.json and prints the markdown table. Re-running skips finished (variant, seed) runs.
+"""
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+DATA = ROOT / "data" / "anovox_bench"
+HOLDOUT = ["cone", "boulder"]
+VARIANTS = {   # name: (config, extra --set pairs)
+    "fusion": ("cfgs/anovox/cylinder_fusion_cpu.yaml", []),
+    "no_posenc": ("cfgs/anovox/ablation_no_posenc_cpu.yaml", []),
+    "concat": ("cfgs/anovox/ablation_concat_cpu.yaml", []),
+    "lidar_only": ("cfgs/anovox/ablation_lidar_only_cpu.yaml", []),
+    "image_only": ("cfgs/anovox/ablation_image_only_cpu.yaml", []),
+    "normality": ("cfgs/anovox/normality_cpu.yaml", []),
+}
+NORMALITY_SCORES = ["max_logit", "energy", "entropy"]
+
+
+def run(cmd):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def common_sets(seed, epochs):
+    return ["DATA_CONFIG.DATA_PATH", str(DATA), "DATA_CONFIG.SPLIT.HOLDOUT_SHAPE_FAMILIES", json.dumps(HOLDOUT),
+            "TRAIN.SEED", str(seed), "OPTIMIZATION.NUM_EPOCHS", str(epochs), "DATA_CONFIG.MAX_POINTS", "20000"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--only", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--scenarios", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=8)
+    args = parser.parse_args(argv)
+    run([PY, "tools/make_synthetic_anovox.py", "--out", str(DATA), "--scenarios", str(args.scenarios), "--frames",
+         str(args.frames), "--seed", "1"])
+    results_path = ROOT / "output" / "study" / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for variant in args.only:
+        cfg, extra = VARIANTS[variant]
+        for seed in args.seeds:
+            key = f"{variant}/seed{seed}"
+            if key in results:
+                continue
+            out = ROOT / "output" / "study" / variant / f"seed{seed}"
+            sets = common_sets(seed, args.epochs) + extra
+            start = time.time()
+            run([PY, "tools/train.py", "--cfg", cfg, "--output_dir", str(out), "--no_progress", "--set", *sets])
+            train_s = time.time() - start
+            scores = NORMALITY_SCORES if variant == "normality" else [None]
+            for score in scores:
+                test_sets = sets + (["MODEL.HEAD.NORMALITY_SCORE", score] if score else [])
+                run([PY, "tools/test.py", "--cfg", cfg, "--output_dir", str(out), "--split", "test", "--no_progress",
+                     "--set", *test_sets])
+                metrics = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
+                name = f"{variant}:{score}" if score else variant
+                results[f"{name}/seed{seed}"] = {
+                    "pooled": metrics["pooled"]["all"], "scene_mean": metrics["scene_mean"],
+                    "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
+            results[key] = True
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(results, indent=2, default=float))
+    print(table(results))
+
+
+def table(results):
+    rows = {}
+    for key, value in results.items():
+        if value is True:
+            continue
+        name, seed = key.rsplit("/", 1)
+        rows.setdefault(name, []).append(value)
+    lines = ["| variant | seeds | AUROC (pooled) | AP (pooled) | FPR95 (pooled) | AUROC (scene mean) | AP (scene mean) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def ms(values):
+        values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if not values:
+            return "n/a"
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    for name, runs in rows.items():
+        lines.append(f"| {name} | {len(runs)} | {ms([r['pooled']['auroc'] for r in runs])} | "
+                     f"{ms([r['pooled']['ap'] for r in runs])} | {ms([r['pooled']['fpr95'] for r in runs])} | "
+                     f"{ms([r['scene_mean']['auroc'] for r in runs])} | {ms([r['scene_mean']['ap'] for r in runs])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

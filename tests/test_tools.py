@@ -1,0 +1,134 @@
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pcdet_anomaly.config import load_config
+from pcdet_anomaly.datasets.anovox.reader import ScenarioReader, list_scenarios
+from pcdet_anomaly.datasets.anovox.labels import TargetMapper
+from pcdet_anomaly.evaluation import frame_ground_truth
+from pcdet_anomaly.evaluation.folder_eval import PredictionError, evaluate_folder
+from pcdet_anomaly.utils.common_utils import ROOT_DIR
+
+sys.path.insert(0, str(ROOT_DIR / "tools"))
+CFG = load_config(ROOT_DIR / "cfgs/dataset_configs/anovox_synth.yaml")
+LABELS, EG = CFG.DATA_CONFIG.LABELS, CFG.DATA_CONFIG.EVAL_GRID
+
+
+def write_predictions(root, pred_dir, score_fn):
+    targets = TargetMapper(LABELS.ANOMALY_IDS, LABELS.IGNORE_IDS, LABELS.IGNORE_INDEX)
+    for scen in list_scenarios(root):
+        reader = ScenarioReader(scen)
+        (pred_dir / scen.name).mkdir(parents=True, exist_ok=True)
+        for frame in reader.frames:
+            vox, lab = frame_ground_truth(reader, frame, targets, "voxel_grid", -1, EG)
+            np.save(pred_dir / scen.name / f"VOXEL_PRED_{frame}.npy",
+                    np.concatenate([vox, score_fn(lab)[:, None]], 1).astype(np.float64))
+
+
+def test_eval_voxels_perfect_random_and_bad_input(synth_root, tmp_path):
+    root, _ = synth_root
+    perfect = tmp_path / "perfect"
+    write_predictions(root, perfect, lambda lab: lab.astype(np.float64))
+    summary, _ = evaluate_folder(root, perfect, LABELS, EG)
+    assert summary["pooled"]["all"]["auroc"] == 1.0 and summary["pooled"]["all"]["ap"] == 1.0
+    assert summary["pooled"]["all"]["fpr95"] == 0.0 and summary["matching"]["gt_without_pred"] == 0
+    assert "anomaly_frames" in summary["pooled"]
+    rng = np.random.default_rng(0)
+    noisy = tmp_path / "noisy"
+    write_predictions(root, noisy, lambda lab: rng.random(len(lab)))
+    summary, _ = evaluate_folder(root, noisy, LABELS, EG, protocol="anovox")
+    assert 0.4 < summary["pooled"]["all"]["auroc"] < 0.6 and "fpr95_anovox" in summary["pooled"]["all"]
+    # the command-line tool writes the reports and curves
+    import eval_voxels
+    eval_voxels.main(["--data", str(root), "--pred", str(perfect), "--out", str(tmp_path / "rep")])
+    for name in ("metrics.json", "metrics.csv", "metrics.txt", "curves_all.png"):
+        assert (tmp_path / "rep" / name).is_file()
+    # a missing prediction, an extra one, NaN scores: errors that name the file
+    scen = sorted(perfect.iterdir())[0]
+    victim = sorted(scen.iterdir())[0]
+    data = np.load(victim)
+    victim.unlink()
+    with pytest.raises(PredictionError, match=r"no prediction for frame\(s\)"):
+        evaluate_folder(root, perfect, LABELS, EG)
+    np.save(victim, data)
+    np.save(scen / "VOXEL_PRED_99999.npy", data)
+    with pytest.raises(PredictionError, match="VOXEL_PRED_99999.npy: frame 99999 is not in the dataset"):
+        evaluate_folder(root, perfect, LABELS, EG)
+    (scen / "VOXEL_PRED_99999.npy").unlink()
+    bad = data.copy()
+    bad[0, 3] = np.nan
+    np.save(victim, bad)
+    with pytest.raises(PredictionError, match=f"{victim.name}: 1 NaN scores"):
+        evaluate_folder(root, perfect, LABELS, EG)
+
+
+def test_point_score_predictions_are_voxelized(synth_root, tmp_path):
+    root, _ = synth_root
+    pred = tmp_path / "points"
+    for scen in list_scenarios(root):
+        reader = ScenarioReader(scen)
+        (pred / scen.name).mkdir(parents=True)
+        for frame in reader.frames:
+            pts = reader.read_points(frame)
+            np.save(pred / scen.name / f"SCORES_{frame}.npy", (pts[:, 2] > -1.0).astype(np.float32))
+    summary, _ = evaluate_folder(root, pred, LABELS, EG, pred_type="points", score_rule="max")
+    assert summary["frames"] == 8 and summary["matching"]["pred_without_gt"] > 0
+    with pytest.raises(PredictionError, match="point scores but the LiDAR frame has"):
+        victim = next(next(pred.iterdir()).iterdir())
+        np.save(victim, np.zeros(5))
+        evaluate_folder(root, pred, LABELS, EG, pred_type="points")
+
+
+def test_viewer_png_ply_and_colours_follow_scores(synth_root, tmp_path):
+    import open3d as o3d
+    import view_heatmap
+    root, summaries = synth_root
+    scene = next(s["name"] for s in summaries if s["anomalies"])
+    low, high = tmp_path / "low", tmp_path / "high"
+    write_predictions(root, low, lambda lab: np.full(len(lab), 0.05))
+    write_predictions(root, high, lambda lab: np.full(len(lab), 0.95))
+    outs = {}
+    for name, pred in (("low", low), ("high", high)):
+        png = tmp_path / f"{name}.png"
+        view_heatmap.main(["--data", str(root), "--pred", str(pred), "--scene", scene, "--save", str(png),
+                           "--size", "640", "360", "--export", str(tmp_path / f"{name}.ply"),
+                           "--overlay", str(tmp_path / f"{name}_overlay.png")])
+        img = np.asarray(Image.open(png).convert("RGB")).astype(np.float64)
+        assert img.shape == (360, 640, 3) and img.std() > 5, "blank picture"
+        outs[name] = img
+        assert (tmp_path / f"{name}_overlay.png").is_file()
+    # the same voxels render hotter (brighter in the inferno map) when their scores are higher
+    render = slice(0, int(640 * 0.9))
+    assert outs["high"][:, render].mean() > outs["low"][:, render].mean() + 3
+    cloud = o3d.io.read_point_cloud(str(tmp_path / "high.ply"))
+    reader = ScenarioReader(root / scene)
+    n_vox = len(np.load(next((high / scene).glob(f"*_{reader.frames[0]}.npy"))))
+    assert len(cloud.points) == n_vox
+    from pcdet_anomaly.utils.heatmap_viewer import scores_to_colours
+    assert np.allclose(np.asarray(cloud.colors)[0], scores_to_colours(np.array([0.95]))[0], atol=1 / 255)
+    empty = tmp_path / "empty"
+    (empty / scene).mkdir(parents=True)
+    np.save(empty / scene / f"VOXEL_PRED_{reader.frames[0]}.npy", np.zeros((0, 4)))
+    with pytest.raises(SystemExit, match="nothing to show"):
+        view_heatmap.main(["--data", str(root), "--pred", str(empty), "--scene", scene, "--save",
+                           str(tmp_path / "x.png")])
+
+
+def test_check_dataset_summary_and_problems(synth_root, tmp_path):
+    import shutil
+    import check_dataset
+    root, summaries = synth_root
+    report = check_dataset.check(root, deep=True)
+    assert report["scenarios"] == 4 and report["frames"] == 8 and not report["problems"]
+    assert report["anomaly_frames"] == 2 * sum(bool(s["anomalies"]) for s in summaries)
+    text = check_dataset.format_report(report, root)
+    assert "road" in text and "problems: 0" in text
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    scen = list_scenarios(copy)[0]
+    lidar = sorted(next(scen.glob("LIDAR*")).iterdir())[0]
+    lidar.write_bytes(b"broken")
+    report = check_dataset.check(copy, deep=True)
+    assert len(report["problems"]) == 1 and lidar.name in report["problems"][0]
