@@ -17,7 +17,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-DATA = ROOT / "data" / "anovox_bench"
+DATA = ROOT / "data" / "anovox_bench"   # + "<scenarios>x<frames>"
 HOLDOUT = ["cone", "boulder"]
 VARIANTS = {   # name: (config, extra --set pairs)
     "fusion": ("cfgs/anovox/cylinder_fusion_cpu.yaml", []),
@@ -45,16 +45,19 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--scenarios", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=8)
+    # many short scenarios rather than few long ones: distinct anomaly instances are what a split is short of
+    parser.add_argument("--scenarios", type=int, default=50)
+    parser.add_argument("--frames", type=int, default=4)
     args = parser.parse_args(argv)
+    global DATA
+    DATA = DATA.with_name(f"{DATA.name}_{args.scenarios}x{args.frames}")
     run([PY, "tools/make_synthetic_anovox.py", "--out", str(DATA), "--scenarios", str(args.scenarios), "--frames",
          str(args.frames), "--seed", "1"])
     results_path = ROOT / "output" / "study" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for variant in args.only:
+    for seed, variant in [(seed, variant) for seed in args.seeds for variant in args.only]:
         cfg, extra = VARIANTS[variant]
-        for seed in args.seeds:
+        if True:
             key = f"{variant}/seed{seed}"
             if key in results:
                 continue

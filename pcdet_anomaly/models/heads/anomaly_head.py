@@ -79,7 +79,14 @@ class VoxelAnomalyHead(nn.Module):
             tb["loss_anomaly"] = float(cls.detach())
             total = total + cls
             if cfg.LOVASZ_WEIGHT > 0:
-                lov = lovasz_hinge(logits, targets) * cfg.LOVASZ_WEIGHT
+                if cfg.LOVASZ_TYPE == "hinge":
+                    lov = lovasz_hinge(logits, targets)
+                elif cfg.LOVASZ_TYPE == "softmax":   # two-class Lovasz softmax on sigmoid probabilities
+                    prob = torch.sigmoid(logits)
+                    lov = lovasz_softmax(torch.stack([1.0 - prob, prob], 1), targets)
+                else:
+                    raise ValueError(f"MODEL.LOSS.LOVASZ_TYPE must be softmax or hinge, got {cfg.LOVASZ_TYPE!r}")
+                lov = lov * cfg.LOVASZ_WEIGHT
                 tb["loss_lovasz"] = float(lov.detach())
                 total = total + lov
             tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0

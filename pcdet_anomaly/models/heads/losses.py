@@ -45,7 +45,7 @@ def lovasz_hinge(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     signs = 2.0 * targets.float() - 1.0
     errors = 1.0 - logits * signs
     errors_sorted, perm = torch.sort(errors, descending=True)
-    grad = _lovasz_grad(targets.float()[perm])
+    grad = _lovasz_grad(targets.to(errors_sorted.dtype)[perm])
     return torch.dot(F.relu(errors_sorted), grad)
 
 
@@ -53,8 +53,8 @@ def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Lovasz softmax over the classes present in `labels`. probs [V, C], labels [V]."""
     losses = []
     for c in torch.unique(labels):
-        fg = (labels == c).float()
+        fg = (labels == c).to(probs.dtype)
         errors = (fg - probs[:, c]).abs()
         errors_sorted, perm = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[perm])))
+        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[perm]).to(errors_sorted.dtype)))
     return torch.stack(losses).mean() if losses else probs.sum() * 0.0
