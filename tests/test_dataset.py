@@ -35,7 +35,7 @@ def synth_copy(synth_root, tmp_path):
 
 def test_sample_contract_and_labels(synth_root):
     root, summaries = synth_root
-    ds = build_dataset(cfg_for(root), "all", training=False)
+    ds = build_dataset(cfg_for(root, **{"IMAGE.SIZE": [128, 192]}), "all", training=False)
     assert len(ds) == 8
     sample = ds[0]
     n, v = len(sample["points"]), len(sample["voxel_coords"])
