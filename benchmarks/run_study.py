@@ -48,18 +48,24 @@ def main(argv=None):
     # many short scenarios rather than few long ones: distinct anomaly instances are what a split is short of
     parser.add_argument("--scenarios", type=int, default=50)
     parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--report", action="store_true", help="only print the table and draw the curves")
     args = parser.parse_args(argv)
+    results_path = ROOT / "output" / "study" / "results.json"
+    if args.report:
+        results = json.loads(results_path.read_text())
+        print(table(results))
+        print("curves:", plot_curves(results, ROOT / "output" / "study" / "learning_curves.png"))
+        return
     global DATA
     DATA = DATA.with_name(f"{DATA.name}_{args.scenarios}x{args.frames}")
     run([PY, "tools/make_synthetic_anovox.py", "--out", str(DATA), "--scenarios", str(args.scenarios), "--frames",
          str(args.frames), "--seed", "1"])
-    results_path = ROOT / "output" / "study" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for seed, variant in [(seed, variant) for seed in args.seeds for variant in args.only]:
         cfg, extra = VARIANTS[variant]
         if True:
             key = f"{variant}/seed{seed}"
-            if key in results:
+            if f"done:{key}" in results or (variant != "normality" and results.get(key) is True):
                 continue
             out = ROOT / "output" / "study" / variant / f"seed{seed}"
             sets = common_sets(seed, args.epochs) + extra
@@ -76,18 +82,68 @@ def main(argv=None):
                 results[f"{name}/seed{seed}"] = {
                     "pooled": metrics["pooled"]["all"], "scene_mean": metrics["scene_mean"],
                     "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
-            results[key] = True
+            results[f"done:{key}"] = True
             results_path.parent.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps(results, indent=2, default=float))
     print(table(results))
+    print("curves:", plot_curves(results, ROOT / "output" / "study" / "learning_curves.png"))
+
+
+def plot_curves(results, path):
+    """Validation AUROC and AP per epoch, one line per variant (mean over seeds, band = min..max)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves = {}
+    for key, value in results.items():
+        if key.startswith("done:") or ":" in key.split("/")[0]:
+            continue
+        variant, seed = key.rsplit("/seed", 1)
+        value = from_disk(variant, int(seed)) if value is True else value
+        if value:
+            curves.setdefault(variant, []).append(value["val_history"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for variant, runs in sorted(curves.items()):
+        for ax, metric in zip(axes, ("auroc", "ap")):
+            n = min(len(r) for r in runs)
+            epochs = [r["epoch"] for r in runs[0][:n]]
+            values = np.array([[r[metric] for r in run[:n]] for run in runs], dtype=float)
+            line, = ax.plot(epochs, values.mean(0), marker="o", label=f"{variant} ({len(runs)} seeds)")
+            if len(runs) > 1:
+                ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    for ax, metric in zip(axes, ("validation AUROC (pooled)", "validation AP (pooled)")):
+        ax.set(xlabel="epoch", title=metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def from_disk(variant: str, seed: int) -> dict | None:
+    """A finished supervised run's numbers, read back from its run folder."""
+    out = ROOT / "output" / "study" / variant / f"seed{seed}"
+    metrics = out / "eval" / "best" / "test" / "metrics.json"
+    if variant == "normality" or not metrics.is_file():
+        return None
+    m = json.loads(metrics.read_text())
+    return {"pooled": m["pooled"]["all"], "scene_mean": m["scene_mean"], "train_seconds": math.nan,
+            "val_history": json.loads((out / "val_history.json").read_text())}
 
 
 def table(results):
     rows = {}
-    for key, value in results.items():
-        if value is True:
+    for key, value in list(results.items()):
+        if key.startswith("done:"):
             continue
-        name, seed = key.rsplit("/", 1)
+        if value is True:     # written by an earlier version of this script: read the run folder instead
+            variant, seed = key.rsplit("/seed", 1)
+            value = from_disk(variant, int(seed))
+            if value is None:
+                continue
+        name = key.rsplit("/", 1)[0]
         rows.setdefault(name, []).append(value)
     lines = ["| variant | seeds | AUROC (pooled) | AP (pooled) | FPR95 (pooled) | AUROC (scene mean) | AP (scene mean) |",
              "|---|---|---|---|---|---|---|"]
