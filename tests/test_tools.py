@@ -132,3 +132,15 @@ def test_check_dataset_summary_and_problems(synth_root, tmp_path):
     lidar.write_bytes(b"broken")
     report = check_dataset.check(copy, deep=True)
     assert len(report["problems"]) == 1 and lidar.name in report["problems"][0]
+
+
+def test_profile_model_reports_every_stage(synth_root, capsys):
+    root, _ = synth_root
+    import profile_model
+    profile_model.main(["--data", str(root), "--steps", "2", "--set", "DATA_CONFIG.MAX_POINTS", "4000",
+                        "DATA_CONFIG.VOXELIZE.GRID_SIZE", "[40, 40, 8]", "DATA_CONFIG.IMAGE.SIZE", "[64, 96]",
+                        "MODEL.BACKBONE_3D.INIT_SIZE", "4"])
+    text = capsys.readouterr().out
+    for stage in ("vfe", "backbone_3d", "image_backbone", "fusion", "head"):
+        assert f"| forward: {stage} |" in text, text
+    assert "| backward (all stages) |" in text and "frames/s per worker" in text

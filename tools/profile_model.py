@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pcdet_anomaly.config import load_config  # noqa: E402
-from pcdet_anomaly.datasets import build_dataset, collate_batch  # noqa: E402
+from pcdet_anomaly.datasets import batch_to_device, build_dataset, collate_batch  # noqa: E402
 from pcdet_anomaly.models import build_network  # noqa: E402
 from pcdet_anomaly.utils.common_utils import resolve_path  # noqa: E402
 
@@ -24,6 +24,7 @@ def main(argv=None):
     parser.add_argument("--cfg", default="cfgs/anovox/cylinder_fusion_cpu.yaml")
     parser.add_argument("--data", default="data/anovox_synth")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--set", dest="set_cfgs", nargs="+", default=None)
     args = parser.parse_args(argv)
     cfg = load_config(resolve_path(args.cfg), args.set_cfgs)
@@ -38,19 +39,24 @@ def main(argv=None):
     for s in samples[:bs]:
         dataset.voxelize(s)
     vox_s = (time.perf_counter() - t) / bs
-    model = build_network(cfg.MODEL, cfg.DATA_CONFIG).train()
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    model = build_network(cfg.MODEL, cfg.DATA_CONFIG).to(device).train()
     model.profile = True
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     fwd = {}
     bwd, loss_s = [], []
     for step in range(args.steps):
-        batch = collate_batch(samples[step * bs:(step + 1) * bs])
+        batch = batch_to_device(collate_batch(samples[step * bs:(step + 1) * bs]), device)
         out = model(batch)
+        sync()
         t = time.perf_counter()
         loss, _ = model.get_loss(out)
+        sync()
         loss_s.append(time.perf_counter() - t)
         t = time.perf_counter()
         loss.backward()
+        sync()
         bwd.append(time.perf_counter() - t)
         opt.step()
         opt.zero_grad()
@@ -71,6 +77,8 @@ def main(argv=None):
     print(f"| loss | - | {np.mean(loss_s[1:]) * 1e3:.0f} |")
     print(f"| backward (all stages) | - | {np.mean(bwd[1:]) * 1e3:.0f} |")
     print(f"\ndata loading: {1 / data_s:.1f} frames/s per worker")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -61,10 +61,15 @@ class CylinderFusionNet(nn.Module):
 
     def forward(self, batch_dict: dict) -> dict:
         timings = {}
+        sync = self.profile and batch_dict["points"].is_cuda     # CUDA is asynchronous: wait before reading clocks
         for name, stage in self.stages.items():
+            if sync:
+                torch.cuda.synchronize(batch_dict["points"].device)
             start = time.perf_counter()
             batch_dict = stage(batch_dict)
             if self.profile:
+                if sync:
+                    torch.cuda.synchronize(batch_dict["points"].device)
                 timings[name] = time.perf_counter() - start
         if self.profile:
             batch_dict["timings"] = timings
