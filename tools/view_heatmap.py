@@ -116,6 +116,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.pred and not args.ckpt:
         parser.error("give --pred (predictions) or --ckpt (a model to run)")
+    if args.save:
+        ensure_display()      # may re-run this command under xvfb-run: before any file is written
     cfg = load_config(args.cfg, args.set_cfgs)
     source = FrameSource(args, cfg)
     index = source.frames.index(args.frame) if args.frame is not None else 0
@@ -132,7 +134,6 @@ def main(argv=None):
                            reader.read_rgb(fid), uv.numpy()[valid], frame.scores[valid], title=frame.name)
         print(f"wrote {args.overlay}")
     if args.save:
-        ensure_display()
         print(f"wrote {render_png(frame, Path(args.save), tuple(args.size), args.mode, args.threshold)}")
     if not (args.save or args.export or args.overlay):
         import os
