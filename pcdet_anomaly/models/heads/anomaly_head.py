@@ -78,7 +78,7 @@ class VoxelAnomalyHead(nn.Module):
             cls = binary_focal_loss(logits, targets, pos_weight, gamma)
             tb["loss_anomaly"] = float(cls.detach())
             total = total + cls
-            if cfg.LOVASZ_WEIGHT > 0:
+            if cfg.ANOMALY_LOVASZ_WEIGHT > 0:
                 if cfg.LOVASZ_TYPE == "hinge":
                     lov = lovasz_hinge(logits, targets)
                 elif cfg.LOVASZ_TYPE == "softmax":   # two-class Lovasz softmax on sigmoid probabilities
@@ -86,7 +86,7 @@ class VoxelAnomalyHead(nn.Module):
                     lov = lovasz_softmax(torch.stack([1.0 - prob, prob], 1), targets)
                 else:
                     raise ValueError(f"MODEL.LOSS.LOVASZ_TYPE must be softmax or hinge, got {cfg.LOVASZ_TYPE!r}")
-                lov = lov * cfg.LOVASZ_WEIGHT
+                lov = lov * cfg.ANOMALY_LOVASZ_WEIGHT
                 tb["loss_lovasz"] = float(lov.detach())
                 total = total + lov
             tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
