@@ -17,15 +17,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-DATA = ROOT / "data" / "anovox_bench"   # + "<scenarios>x<frames>"
+DATA_PREFIX = ROOT / "data" / "anovox_bench"   # + "_<scenarios>x<frames>"
+STUDY = ROOT / "output" / "study"
 HOLDOUT = ["cone", "boulder"]
-VARIANTS = {   # name: (config, extra --set pairs)
-    "fusion": ("cfgs/anovox/cylinder_fusion_cpu.yaml", []),
-    "no_posenc": ("cfgs/anovox/ablation_no_posenc_cpu.yaml", []),
-    "concat": ("cfgs/anovox/ablation_concat_cpu.yaml", []),
-    "lidar_only": ("cfgs/anovox/ablation_lidar_only_cpu.yaml", []),
-    "image_only": ("cfgs/anovox/ablation_image_only_cpu.yaml", []),
-    "normality": ("cfgs/anovox/normality_cpu.yaml", []),
+VARIANTS = {   # name: config
+    "fusion": "cfgs/anovox/cylinder_fusion_cpu.yaml",
+    "no_posenc": "cfgs/anovox/ablation_no_posenc_cpu.yaml",
+    "concat": "cfgs/anovox/ablation_concat_cpu.yaml",
+    "lidar_only": "cfgs/anovox/ablation_lidar_only_cpu.yaml",
+    "image_only": "cfgs/anovox/ablation_image_only_cpu.yaml",
+    "normality": "cfgs/anovox/normality_cpu.yaml",
 }
 NORMALITY_SCORES = ["max_logit", "energy", "entropy"]
 HELD_OUT_GROUP = "type:31"   # boulders are the only family with label 31 (nature): the held-out shapes of the test split
@@ -36,8 +37,8 @@ def run(cmd):
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def common_sets(seed, epochs):
-    return ["DATA_CONFIG.DATA_PATH", str(DATA), "DATA_CONFIG.SPLIT.HOLDOUT_SHAPE_FAMILIES", json.dumps(HOLDOUT),
+def common_sets(data, seed, epochs):
+    return ["DATA_CONFIG.DATA_PATH", str(data), "DATA_CONFIG.SPLIT.HOLDOUT_SHAPE_FAMILIES", json.dumps(HOLDOUT),
             "TRAIN.SEED", str(seed), "OPTIMIZATION.NUM_EPOCHS", str(epochs), "DATA_CONFIG.MAX_POINTS", "20000"]
 
 
@@ -51,44 +52,37 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--report", action="store_true", help="only print the table and draw the curves")
     args = parser.parse_args(argv)
-    results_path = ROOT / "output" / "study" / "results.json"
-    if args.report:
-        results = json.loads(results_path.read_text())
-        print(table(results))
-        print("curves:", plot_curves(results, ROOT / "output" / "study" / "learning_curves.png"))
-        return
-    global DATA
-    DATA = DATA.with_name(f"{DATA.name}_{args.scenarios}x{args.frames}")
-    run([PY, "tools/make_synthetic_anovox.py", "--out", str(DATA), "--scenarios", str(args.scenarios), "--frames",
-         str(args.frames), "--seed", "1"])
+    results_path = STUDY / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for seed, variant in [(seed, variant) for seed in args.seeds for variant in args.only]:
-        cfg, extra = VARIANTS[variant]
-        if True:
-            key = f"{variant}/seed{seed}"
-            if f"done:{key}" in results or (variant != "normality" and results.get(key) is True):
-                continue
-            out = ROOT / "output" / "study" / variant / f"seed{seed}"
-            sets = common_sets(seed, args.epochs) + extra
-            start = time.time()
-            run([PY, "tools/train.py", "--cfg", cfg, "--output_dir", str(out), "--no_progress", "--set", *sets])
-            train_s = time.time() - start
-            scores = NORMALITY_SCORES if variant == "normality" else [None]
-            for score in scores:
-                test_sets = sets + (["MODEL.HEAD.NORMALITY_SCORE", score] if score else [])
-                run([PY, "tools/test.py", "--cfg", cfg, "--output_dir", str(out), "--split", "test", "--no_progress",
-                     "--set", *test_sets])
-                metrics = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
-                name = f"{variant}:{score}" if score else variant
-                results[f"{name}/seed{seed}"] = {
-                    "pooled": metrics["pooled"]["all"], "scene_mean": metrics["scene_mean"],
-                    "held_out": metrics["pooled"].get(HELD_OUT_GROUP),
-                    "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
-            results[f"done:{key}"] = True
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(results, indent=2, default=float))
+    if not args.report:
+        data = DATA_PREFIX.with_name(f"{DATA_PREFIX.name}_{args.scenarios}x{args.frames}")
+        run([PY, "tools/make_synthetic_anovox.py", "--out", str(data), "--scenarios", str(args.scenarios),
+             "--frames", str(args.frames), "--seed", "1"])
+        for seed in args.seeds:
+            for variant in args.only:
+                train_and_test(results, variant, seed, common_sets(data, seed, args.epochs))
+                results_path.parent.mkdir(parents=True, exist_ok=True)
+                results_path.write_text(json.dumps(results, indent=2, default=float))
     print(table(results))
-    print("curves:", plot_curves(results, ROOT / "output" / "study" / "learning_curves.png"))
+    print("curves:", plot_curves(results, STUDY / "learning_curves.png"))
+
+
+def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
+    """One (variant, seed): train, test best.pth on the test split (three scores for the normality regime)."""
+    key = f"{variant}/seed{seed}"
+    if f"done:{key}" in results or (variant != "normality" and results.get(key) is True):
+        return
+    cfg, out = VARIANTS[variant], STUDY / variant / f"seed{seed}"
+    start = time.time()
+    run([PY, "tools/train.py", "--cfg", cfg, "--output_dir", str(out), "--no_progress", "--set", *sets])
+    train_s = time.time() - start
+    for score in NORMALITY_SCORES if variant == "normality" else [None]:
+        test_sets = sets + (["MODEL.HEAD.NORMALITY_SCORE", score] if score else [])
+        run([PY, "tools/test.py", "--cfg", cfg, "--output_dir", str(out), "--split", "test", "--no_progress",
+             "--set", *test_sets])
+        name = f"{variant}:{score}" if score else variant
+        results[f"{name}/seed{seed}"] = run_record(out, train_s)
+    results[f"done:{key}"] = True
 
 
 def plot_curves(results, path):
@@ -97,13 +91,9 @@ def plot_curves(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     curves = {}
-    for key, value in results.items():
-        if key.startswith("done:") or ":" in key.split("/")[0]:
-            continue
-        variant, seed = key.rsplit("/seed", 1)
-        value = from_disk(variant, int(seed)) if value is True else value
-        if value:
-            curves.setdefault(variant, []).append(value["val_history"])
+    for name, value in finished_runs(results):
+        if ":" not in name:      # one curve per trained model, not per normality score
+            curves.setdefault(name, []).append(value["val_history"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for variant, runs in sorted(curves.items()):
         for ax, metric in zip(axes, ("auroc", "ap")):
@@ -124,29 +114,31 @@ def plot_curves(results, path):
     return path
 
 
-def from_disk(variant: str, seed: int) -> dict | None:
-    """A finished supervised run's numbers, read back from its run folder."""
-    out = ROOT / "output" / "study" / variant / f"seed{seed}"
-    metrics = out / "eval" / "best" / "test" / "metrics.json"
-    if variant == "normality" or not metrics.is_file():
-        return None
-    m = json.loads(metrics.read_text())
-    return {"pooled": m["pooled"]["all"], "scene_mean": m["scene_mean"], "train_seconds": math.nan,
-            "held_out": m["pooled"].get(HELD_OUT_GROUP),
-            "val_history": json.loads((out / "val_history.json").read_text())}
+def run_record(out: Path, train_s: float = math.nan) -> dict:
+    """The numbers of a run folder: test metrics of best.pth and the validation history."""
+    m = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
+    return {"pooled": m["pooled"]["all"], "scene_mean": m["scene_mean"], "held_out": m["pooled"].get(HELD_OUT_GROUP),
+            "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
+
+
+def finished_runs(results: dict):
+    """(row name, record) per finished run. An early version of this script stored `True` for supervised runs:
+    their numbers are read back from the run folder."""
+    for key, value in results.items():
+        if key.startswith("done:"):
+            continue
+        name, seed = key.rsplit("/seed", 1)
+        if value is True:
+            out = STUDY / name / f"seed{seed}"
+            if name == "normality" or not (out / "eval" / "best" / "test" / "metrics.json").is_file():
+                continue
+            value = run_record(out)
+        yield name, value
 
 
 def table(results):
     rows = {}
-    for key, value in list(results.items()):
-        if key.startswith("done:"):
-            continue
-        if value is True:     # written by an earlier version of this script: read the run folder instead
-            variant, seed = key.rsplit("/seed", 1)
-            value = from_disk(variant, int(seed))
-            if value is None:
-                continue
-        name = key.rsplit("/", 1)[0]
+    for name, value in finished_runs(results):
         rows.setdefault(name, []).append(value)
     lines = ["| variant | seeds | AUROC (pooled) | AP (pooled) | FPR95 (pooled) | AUROC (scene mean) | AP (scene mean) "
              "| AUROC held-out shapes | AP held-out shapes |", "|---|---|---|---|---|---|---|---|---|"]
