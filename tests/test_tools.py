@@ -144,3 +144,13 @@ def test_profile_model_reports_every_stage(synth_root, capsys):
     for stage in ("vfe", "backbone_3d", "image_backbone", "fusion", "head"):
         assert f"| forward: {stage} |" in text, text
     assert "| backward (all stages) |" in text and "frames/s per worker" in text
+
+
+def test_demo_overrides_are_the_cpu_config():
+    """make demo trains cylinder_fusion.yaml with run_demo's overrides; they must stay equal to cylinder_fusion_cpu.yaml."""
+    import run_demo
+    demo = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion.yaml", run_demo.CPU_OVERRIDES)
+    cpu = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    for cfg in (demo, cpu):
+        cfg.pop("CFG_FILE"), cfg.pop("CFG_TAG")
+    assert demo == cpu
