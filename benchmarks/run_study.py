@@ -29,7 +29,9 @@ VARIANTS = {   # name: config
     "normality": "cfgs/anovox/normality_cpu.yaml",
 }
 NORMALITY_SCORES = ["max_logit", "energy", "entropy"]
-HELD_OUT_GROUP = "type:31"   # boulders are the only family with label 31 (nature): the held-out shapes of the test split
+# per-voxel groups of the held-out shapes (each anomalous voxel's own anomaly row names its family) and of label 29
+HELD_OUT_GROUPS = {"cone": "family:cone", "boulder": "family:boulder"}
+LABEL_29 = "label:29"
 
 
 def run(cmd):
@@ -70,7 +72,7 @@ def main(argv=None):
 def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
     """One (variant, seed): train, test best.pth on the test split (three scores for the normality regime)."""
     key = f"{variant}/seed{seed}"
-    if f"done:{key}" in results or (variant != "normality" and results.get(key) is True):
+    if f"done:{key}" in results:
         return
     cfg, out = VARIANTS[variant], STUDY / variant / f"seed{seed}"
     start = time.time()
@@ -115,46 +117,68 @@ def plot_curves(results, path):
 
 
 def run_record(out: Path, train_s: float = math.nan) -> dict:
-    """The numbers of a run folder: test metrics of best.pth and the validation history."""
+    """The numbers of a run folder: test metrics of best.pth (both policies, coverage) and the validation history."""
     m = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
-    return {"pooled": m["pooled"]["all"], "scene_mean": m["scene_mean"], "held_out": m["pooled"].get(HELD_OUT_GROUP),
+    zero, inter = m["policies"]["zero"], m["policies"]["intersect"]
+    return {"pooled": zero["pooled"]["all"], "pooled_intersect": inter["pooled"]["all"],
+            "scene_mean": zero["scene_mean"], "coverage": m["coverage"],
+            "held_out": {k: zero["pooled"].get(g) for k, g in HELD_OUT_GROUPS.items()},
+            "label29": zero["pooled"].get(LABEL_29),
+            "per_label": {g: v for g, v in zero["pooled"].items() if g.startswith("label:")},
+            "test_scenarios": sorted(m["per_scene"]),
             "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
 
 
 def finished_runs(results: dict):
-    """(row name, record) per finished run. An early version of this script stored `True` for supervised runs:
-    their numbers are read back from the run folder."""
+    """(row name, record) per finished run."""
     for key, value in results.items():
-        if key.startswith("done:"):
+        if key.startswith("done:") or not isinstance(value, dict):
             continue
-        name, seed = key.rsplit("/seed", 1)
-        if value is True:
-            out = STUDY / name / f"seed{seed}"
-            if name == "normality" or not (out / "eval" / "best" / "test" / "metrics.json").is_file():
-                continue
-            value = run_record(out)
+        name, _seed = key.rsplit("/seed", 1)
         yield name, value
+
+
+def ms(values):
+    """mean ± sample standard deviation (ddof=1) over seeds."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def table(results):
     rows = {}
     for name, value in finished_runs(results):
         rows.setdefault(name, []).append(value)
-    lines = ["| variant | seeds | AUROC (pooled) | AP (pooled) | FPR95 (pooled) | AUROC (scene mean) | AP (scene mean) "
-             "| AUROC held-out shapes | AP held-out shapes |", "|---|---|---|---|---|---|---|---|---|"]
-
-    def ms(values):
-        values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if not values:
-            return "n/a"
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    test_sets = {tuple(r["test_scenarios"]) for runs in rows.values() for r in runs}
+    lines = ["| variant | seeds | AUROC | AP | FPR95 | AP (official intersect) | AUROC scene mean | AP scene mean "
+             "| AP label 29 | AP held-out cone | AP held-out boulder |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    get = lambda r, *path: _dig(r, path)
     for name, runs in rows.items():
-        lines.append(f"| {name} | {len(runs)} | {ms([r['pooled']['auroc'] for r in runs])} | "
-                     f"{ms([r['pooled']['ap'] for r in runs])} | {ms([r['pooled']['fpr95'] for r in runs])} | "
-                     f"{ms([r['scene_mean']['auroc'] for r in runs])} | {ms([r['scene_mean']['ap'] for r in runs])} | "
-                     f"{ms([(r.get('held_out') or {}).get('auroc') for r in runs])} | "
-                     f"{ms([(r.get('held_out') or {}).get('ap') for r in runs])} |")
+        lines.append(f"| {name} | {len(runs)} | {ms([get(r, 'pooled', 'auroc') for r in runs])} | "
+                     f"{ms([get(r, 'pooled', 'ap') for r in runs])} | {ms([get(r, 'pooled', 'fpr95') for r in runs])} | "
+                     f"{ms([get(r, 'pooled_intersect', 'ap') for r in runs])} | "
+                     f"{ms([get(r, 'scene_mean', 'auroc') for r in runs])} | {ms([get(r, 'scene_mean', 'ap') for r in runs])} | "
+                     f"{ms([get(r, 'label29', 'ap') for r in runs])} | "
+                     f"{ms([get(r, 'held_out', 'cone', 'ap') for r in runs])} | "
+                     f"{ms([get(r, 'held_out', 'boulder', 'ap') for r in runs])} |")
+    cov = next((r["coverage"] for runs in rows.values() for r in runs), None)
+    if cov:
+        lines.append("")
+        lines.append(f"All rows: the same {len(next(iter(test_sets)))} test scenarios "
+                     f"({'identical for every row' if len(test_sets) == 1 else 'WARNING: rows differ in test set'}); "
+                     f"{cov['range']}; {cov['gt_voxels']} ground-truth voxels ({cov['anomaly_voxels']} anomalous), "
+                     f"{100 * cov['gt_fraction_predicted']:.1f}% of them ({100 * cov['anomaly_fraction_predicted']:.1f}% "
+                     f"of the anomalous) predicted by the first row's model; unpredicted voxels score 0 (policy zero).")
     return "\n".join(lines)
+
+
+def _dig(record, path):
+    for key in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
 
 
 if __name__ == "__main__":

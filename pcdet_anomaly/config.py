@@ -49,6 +49,9 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+AUTO_OR_NUMBER = ("EVAL_GRID.Z_SHIFT",)   # keys whose value is the string auto or a number
+
+
 def _check_type(schema_value: Any, value: Any, key_path: str, source: str) -> Any:
     if schema_value is None or value is None:
         return value
@@ -59,6 +62,10 @@ def _check_type(schema_value: Any, value: Any, key_path: str, source: str) -> An
     elif isinstance(schema_value, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
+            value = float(value)
+    elif schema_value == "auto" and key_path.endswith(AUTO_OR_NUMBER):     # 'auto' or a number
+        ok = value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if ok and value != "auto":
             value = float(value)
     elif isinstance(schema_value, str):
         ok = isinstance(value, str)

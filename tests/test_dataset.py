@@ -75,6 +75,9 @@ def test_splits_by_scenario_with_holdout(synth_root):
     dcfg = cfg_for(root, **{"SPLIT.TRAIN_NORMALITY_ONLY": True})
     train = build_dataset(dcfg, "train", training=True)
     assert all(train.meta[n]["normality"] for n in train.splits["train"])
+    supervised = build_dataset(cfg_for(root), "train", training=True)   # same val and test scenarios: comparable rows
+    assert (train.splits["val"], train.splits["test"]) == (supervised.splits["val"], supervised.splits["test"])
+    assert set(train.splits["train"]) <= set(supervised.splits["train"])
     bad = cfg_for(root, **{"SPLIT.MODE": "lists"})
     bad.SPLIT.LISTS = {"train": [all_names[0]], "val": [all_names[0]]}
     with pytest.raises(ValueError, match="in both train and val"):

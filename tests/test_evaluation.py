@@ -81,11 +81,20 @@ def test_large_indices_do_not_overflow():
     assert scores.tolist() == [0.7]
 
 
+def _add(ev, scene, frame, labels, scores, rows=()):
+    """Every ground-truth voxel predicted: voxel i at (i, 0, 0), anomalies carry label 30."""
+    labels = np.asarray(labels)
+    vox = np.stack([np.arange(len(labels)), np.zeros(len(labels), int), np.zeros(len(labels), int)], 1)
+    ev.add(scene, frame, vox, np.where(labels == 1, 30, 1), labels, vox, np.asarray(scores, float), rows)
+
+
 def test_per_scene_and_pooled_by_hand():
     ev = VoxelEvaluator()
-    ev.add_frame("A", 1, np.array([1, 0, 0]), np.array([0.9, 0.1, 0.2]), {"size": 0.3, "anomaly_type_id": 30})
-    ev.add_frame("B", 5, np.array([1, 0, 0, 1]), np.array([0.3, 0.4, 0.1, 0.8]))
-    ev.add_frame("B", 6, np.array([0, 0]), np.array([0.5, 0.6]))
+    row = {"label_ids": {30}, "type": "static.prop.o_dog_animal", "size": "Small", "extent_m": 0.3,
+           "sensor_location": None, "family": "animal"}
+    _add(ev, "A", 1, [1, 0, 0], [0.9, 0.1, 0.2], [row])
+    _add(ev, "B", 5, [1, 0, 0, 1], [0.3, 0.4, 0.1, 0.8])
+    _add(ev, "B", 6, [0, 0], [0.5, 0.6])
     s = ev.summary()
     assert s["per_scene"]["A"]["auroc"] == 1.0
     assert s["per_scene"]["B"]["auroc"] == pytest.approx(5 / 8)      # pairs: (0.3 vs 0.4,0.1,0.5,0.6), (0.8 vs all)
@@ -93,7 +102,9 @@ def test_per_scene_and_pooled_by_hand():
     sc = np.array([0.9, 0.1, 0.2, 0.3, 0.4, 0.1, 0.8, 0.5, 0.6])
     assert s["pooled"]["all"]["auroc"] == pytest.approx(roc_auc_score(y, sc))
     assert s["pooled"]["anomaly_frames"]["num_neg"] == 4               # frame B/6 has no anomaly
-    assert "size:small (<0.5 m)" in s["pooled"] and "type:30" in s["pooled"]
+    assert "extent:small (<0.5 m)" in s["pooled"] and "type:static.prop.o_dog_animal" in s["pooled"]
+    assert s["pooled"]["size:Small"]["num_pos"] == 1                   # frame A's anomaly only: B lists no row
+    assert s["pooled"]["type:unlisted"]["num_pos"] == 2 and s["pooled"]["label:30"]["num_pos"] == 3
     assert s["scene_mean"]["auroc"] == pytest.approx((1.0 + 5 / 8) / 2)
 
 

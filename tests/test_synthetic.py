@@ -59,7 +59,10 @@ def test_anomaly_present_exactly_as_declared(synth_root):
         assert has_points == declared, scen.name
         if declared:
             info = parse_kv_csv(next((scen / "ANOMALY").iterdir()))
-            assert info["anomaly_type_id"] in ANOMALY_IDS and info["shape_family"] in by_name[scen.name]["anomalies"]
+            assert info["anomaly_type_id"].startswith(("static.prop.o_", "dynamic.prop.o_"))   # a blueprint id
+            assert set(info["semantic_tags"]) <= set(ANOMALY_IDS)
+            assert info["shape_family"] in by_name[scen.name]["anomalies"]
+            assert sorted(r["shape_family"] for r in info["anomalies"]) == sorted(by_name[scen.name]["anomalies"])
             assert set(info["semantic_tags"]) <= set(np.unique(sem_ids).astype(int)) | {100}
 
 

@@ -22,7 +22,7 @@ def write_predictions(root, pred_dir, score_fn):
         reader = ScenarioReader(scen)
         (pred_dir / scen.name).mkdir(parents=True, exist_ok=True)
         for frame in reader.frames:
-            vox, lab = frame_ground_truth(reader, frame, targets, "voxel_grid", -1, EG)
+            vox, _, lab = frame_ground_truth(reader, frame, targets, "voxel_grid", -1, EG)
             np.save(pred_dir / scen.name / f"VOXEL_PRED_{frame}.npy",
                     np.concatenate([vox, score_fn(lab)[:, None]], 1).astype(np.float64))
 
@@ -33,7 +33,7 @@ def test_eval_voxels_perfect_random_and_bad_input(synth_root, tmp_path):
     write_predictions(root, perfect, lambda lab: lab.astype(np.float64))
     summary, _ = evaluate_folder(root, perfect, LABELS, EG)
     assert summary["pooled"]["all"]["auroc"] == 1.0 and summary["pooled"]["all"]["ap"] == 1.0
-    assert summary["pooled"]["all"]["fpr95"] == 0.0 and summary["matching"]["gt_without_pred"] == 0
+    assert summary["pooled"]["all"]["fpr95"] == 0.0 and summary["coverage"]["gt_voxels_unpredicted"] == 0
     assert "anomaly_frames" in summary["pooled"]
     rng = np.random.default_rng(0)
     noisy = tmp_path / "noisy"
@@ -74,7 +74,7 @@ def test_point_score_predictions_are_voxelized(synth_root, tmp_path):
             pts = reader.read_points(frame)
             np.save(pred / scen.name / f"SCORES_{frame}.npy", (pts[:, 2] > -1.0).astype(np.float32))
     summary, _ = evaluate_folder(root, pred, LABELS, EG, pred_type="points", score_rule="max")
-    assert summary["frames"] == 8 and summary["matching"]["pred_without_gt"] > 0
+    assert summary["frames"] == 8 and summary["coverage"]["pred_voxels_without_gt"] > 0
     with pytest.raises(PredictionError, match="point scores but the LiDAR frame has"):
         victim = next(next(pred.iterdir()).iterdir())
         np.save(victim, np.zeros(5))

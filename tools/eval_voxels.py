@@ -5,7 +5,11 @@
 
 Predictions: <pred>/<Scenario_...>/<name>_<frame>.npy, either AnoVox voxel predictions (M, 4) [ix, iy, iz, score]
 on the 0.5 m evaluation grid, or per-point scores (N,) aligned with that frame's LIDAR points (voxelized with
---score_rule). Frames are paired by scenario and integer frame id.
+--score_rule). Frames are paired by scenario and integer frame id. With voxel predictions the data root needs only
+VOXEL_GRID (and ANOMALY for the type / size groups), as on an evaluation server.
+
+Every ground-truth voxel within --max_range is scored under both policies (zero and the official intersect) and the
+report states the coverage: ground-truth and anomalous voxels in range, predicted, unpredicted.
 """
 import argparse
 import sys
@@ -28,11 +32,14 @@ def main(argv=None):
                         help="config giving LABELS and EVAL_GRID")
     parser.add_argument("--pred_type", choices=["auto", "voxels", "points"], default="auto")
     parser.add_argument("--score_rule", choices=["nearest", "mean", "median", "max"], default="nearest")
-    parser.add_argument("--policy", choices=["intersect", "zero"], default="intersect",
-                        help="intersect: AnoVox behaviour; zero: GT voxels without prediction score 0")
+    parser.add_argument("--policy", choices=["intersect", "zero"], default=None,
+                        help="headline policy (both are always reported): zero (default, EVAL_GRID.POLICY): "
+                             "ground-truth voxels without a prediction score 0; intersect: the official AnoVox join")
     parser.add_argument("--protocol", choices=["default", "anovox"], default="default")
     parser.add_argument("--gt_source", choices=["voxel_grid", "semantic_lidar"], default="voxel_grid")
-    parser.add_argument("--max_range", type=float, default=-1.0, help="keep voxels within this xy range (m)")
+    parser.add_argument("--max_range", type=float, default=None,
+                        help="keep ground-truth voxels within this xy range (m); default EVAL_GRID.MAX_RANGE (50); "
+                             "-1: the whole grid")
     parser.add_argument("--streaming", action="store_true", help="histogram mode for data beyond memory")
     parser.add_argument("--set", dest="set_cfgs", nargs="+", default=None)
     args = parser.parse_args(argv)
@@ -40,10 +47,12 @@ def main(argv=None):
     logger = create_logger()
     pred = resolve_path(args.pred)
     out = resolve_path(args.out) if args.out else pred.parent / "eval"
-    summary, evaluator = evaluate_folder(resolve_path(args.data), pred, cfg.DATA_CONFIG.LABELS,
-                                         cfg.DATA_CONFIG.EVAL_GRID, args.pred_type, args.score_rule, args.policy,
-                                         args.protocol, args.gt_source, args.max_range, args.streaming,
-                                         cfg.DATA_CONFIG.LAYOUT, logger)
+    eg = cfg.DATA_CONFIG.EVAL_GRID
+    policy = args.policy or eg.POLICY
+    max_range = eg.MAX_RANGE if args.max_range is None else args.max_range
+    summary, evaluator = evaluate_folder(resolve_path(args.data), pred, cfg.DATA_CONFIG.LABELS, eg,
+                                         args.pred_type, args.score_rule, policy, args.protocol, args.gt_source,
+                                         max_range, args.streaming, cfg.DATA_CONFIG.LAYOUT, logger)
     print(format_table(summary))
     paths = write_reports(summary, out)
     if not args.streaming:

@@ -23,6 +23,7 @@ import cuda_ops  # noqa: E402
 from pcdet_anomaly.config import load_config  # noqa: E402
 from pcdet_anomaly.datasets.anovox.labels import TargetMapper  # noqa: E402
 from pcdet_anomaly.datasets.anovox.reader import ScenarioReader, frame_id_of, list_scenarios  # noqa: E402
+from pcdet_anomaly.datasets.anovox.zshift import resolve_z_shift  # noqa: E402
 from pcdet_anomaly.evaluation import frame_ground_truth, linear_key  # noqa: E402
 from pcdet_anomaly.utils.common_utils import ROOT_DIR, resolve_path  # noqa: E402
 from pcdet_anomaly.utils.heatmap_viewer import (FrameScores, ensure_display, export_ply, interactive,  # noqa: E402
@@ -30,8 +31,8 @@ from pcdet_anomaly.utils.heatmap_viewer import (FrameScores, ensure_display, exp
 from pcdet_anomaly.utils.visualization import save_frame_heatmap  # noqa: E402
 
 
-def voxel_centres(voxels: np.ndarray, eg) -> np.ndarray:
-    return (voxels.astype(np.float64) + 0.5) * eg.VOXEL_SIZE - np.asarray(eg.OFFSET) - np.array([0, 0, eg.Z_SHIFT])
+def voxel_centres(voxels: np.ndarray, eg, z_shift: float) -> np.ndarray:
+    return (voxels.astype(np.float64) + 0.5) * eg.VOXEL_SIZE - np.asarray(eg.OFFSET) - np.array([0, 0, z_shift])
 
 
 class FrameSource:
@@ -48,6 +49,7 @@ class FrameSource:
         labels = cfg.DATA_CONFIG.LABELS
         self.targets = TargetMapper(labels.ANOMALY_IDS, labels.IGNORE_IDS, labels.IGNORE_INDEX)
         self.frames = self.reader.frames
+        self.z_shift = resolve_z_shift(self.reader, self.eg) if self.reader.layout != "gt_only" else 0.0
         self.model = None
         if args.ckpt:
             from pcdet_anomaly.engine.checkpoint import load_checkpoint, load_model_weights
@@ -81,20 +83,21 @@ class FrameSource:
         with torch.no_grad():
             out = self.model(collate_batch([self._dataset[index]]))
         vox, sc = cuda_ops.eval_grid_scores(out["points"][:, 1:4].double(), out["point_scores"].double(), "nearest",
-                                            self.eg.VOXEL_SIZE, self.eg.GRID_SIZE, self.eg.OFFSET, self.eg.Z_SHIFT)
+                                            self.eg.VOXEL_SIZE, self.eg.GRID_SIZE, self.eg.OFFSET, self.z_shift)
         return vox.numpy(), sc.numpy()
 
     def __call__(self, index: int) -> FrameScores:
         frame = self.frames[index]
         voxels, scores = self.prediction(frame)
-        gt_vox, gt_lab = frame_ground_truth(self.reader, frame, self.targets, "voxel_grid", -1.0, self.eg)
+        gt_vox, _, gt_lab = frame_ground_truth(self.reader, frame, self.targets, "voxel_grid", -1.0, self.eg)
         gt = np.full(len(voxels), -1, dtype=np.int64)
         order = np.argsort(linear_key(gt_vox))
         keys = linear_key(gt_vox)[order]
         pos = np.clip(np.searchsorted(keys, linear_key(voxels)), 0, max(len(keys) - 1, 0))
         hit = keys[pos] == linear_key(voxels) if len(keys) else np.zeros(len(voxels), bool)
         gt[hit] = gt_lab[order][pos[hit]]
-        return FrameScores(f"{self.reader.name[:17]} frame {frame}", voxel_centres(voxels, self.eg), scores, gt,
+        return FrameScores(f"{self.reader.name[:17]} frame {frame}", voxel_centres(voxels, self.eg, self.z_shift),
+                           scores, gt,
                            self.eg.VOXEL_SIZE)
 
 

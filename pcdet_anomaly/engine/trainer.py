@@ -211,7 +211,15 @@ class Trainer:
                   "auroc": pooled.get("auroc", math.nan), "ap": pooled.get("ap", math.nan),
                   "auprc": pooled.get("ap", math.nan), "fpr95": pooled.get("fpr95", math.nan),
                   "scene_mean_auroc": summary["scene_mean"]["auroc"], "scene_mean_ap": summary["scene_mean"]["ap"],
-                  "val_score_std": score_stats["voxel_score_std"], "epoch_seconds": epoch_stats["seconds"]}
+                  "val_score_std": score_stats["voxel_score_std"], "epoch_seconds": epoch_stats["seconds"],
+                  "policy": summary["policy"]}
+        other = "intersect" if summary["policy"] == "zero" else "zero"
+        other_pooled = summary["policies"][other]["pooled"].get("all", {})
+        record[f"auroc_{other}"] = other_pooled.get("auroc", math.nan)
+        record[f"ap_{other}"] = other_pooled.get("ap", math.nan)
+        cov = summary["coverage"]
+        record["gt_fraction_predicted"] = cov["gt_fraction_predicted"]
+        record["anomaly_fraction_predicted"] = cov["anomaly_fraction_predicted"]
         self.logger.info("validation after epoch %d:\n%s", self.epoch, format_table(summary))
         write_reports(summary, self.output_dir / "eval" / f"epoch_{self.epoch}", "metrics")
         for key in ("auroc", "ap", "fpr95", "scene_mean_auroc", "scene_mean_ap", "val_score_std"):

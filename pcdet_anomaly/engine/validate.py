@@ -10,7 +10,7 @@ from tqdm import tqdm
 import cuda_ops
 
 from ..datasets import batch_to_device
-from ..evaluation import VoxelEvaluator, frame_ground_truth, match_voxels
+from ..evaluation import VoxelEvaluator, frame_ground_truth
 
 __all__ = ["run_inference"]
 
@@ -18,10 +18,15 @@ __all__ = ["run_inference"]
 @torch.no_grad()
 def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | None = None, max_frames: int = -1,
                   score_rule: str = "nearest", progress: bool = True, desc: str = "eval"):
-    """-> (VoxelEvaluator, vis_sample dict or None, score statistics dict)."""
+    """-> (VoxelEvaluator, vis_sample dict or None, score statistics dict).
+
+    Every point of every frame is scored (the dataset applies MAX_POINTS in training only); every ground-truth voxel
+    within EVAL_GRID.MAX_RANGE is evaluated under both policies, with coverage (see VoxelEvaluator)."""
     model.eval()
-    evaluator = VoxelEvaluator()
+    if getattr(dataset, "training", False):
+        raise RuntimeError("evaluation needs a dataset built with training=False (no subsampling, no augmentation)")
     eg = data_cfg.EVAL_GRID
+    evaluator = VoxelEvaluator(policy=eg.POLICY, max_range=eg.MAX_RANGE, eval_grid=eg)
     vis = None
     n, mean, m2 = 0, 0.0, 0.0
     frames_done = 0
@@ -46,12 +51,13 @@ def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | Non
             xyz = points[mask, 1:4].double()
             if not torch.allclose(out["aug_matrix"][b].cpu(), torch.eye(4, dtype=torch.float64)):
                 raise RuntimeError("evaluation needs un-augmented points: build the loader with training=False")
+            z_shift = dataset.z_shift(scene)
             vox, vs = cuda_ops.eval_grid_scores(xyz, scores[mask].double(), score_rule, eg.VOXEL_SIZE,
-                                                eg.GRID_SIZE, eg.OFFSET, eg.Z_SHIFT)
+                                                eg.GRID_SIZE, eg.OFFSET, z_shift)
             vox, vs = vox.numpy(), vs.numpy()
-            gt_vox, gt_lab = frame_ground_truth(reader, frame, dataset.targets, "voxel_grid", -1.0, eg)
-            labels, matched, stats = match_voxels(vox, vs, gt_vox, gt_lab)
-            evaluator.add_frame(scene, frame, labels, matched, reader.read_anomaly(frame), stats)
+            gt_vox, gt_ids, gt_lab = frame_ground_truth(reader, frame, dataset.targets, "voxel_grid", eg.MAX_RANGE, eg)
+            evaluator.add(scene, frame, gt_vox, gt_ids, gt_lab, vox, vs, reader.anomaly_rows(frame),
+                          source=f"{scene} frame {frame}", z_shift=z_shift)
             if pred_dir is not None:
                 folder = Path(pred_dir) / scene
                 folder.mkdir(parents=True, exist_ok=True)

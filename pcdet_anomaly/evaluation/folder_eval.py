@@ -11,9 +11,10 @@ from tqdm import tqdm
 import cuda_ops
 
 from ..datasets.anovox.labels import TargetMapper
-from ..datasets.anovox.reader import ScenarioReader, frame_id_of
+from ..datasets.anovox.reader import ScenarioReader, detect_layout, frame_id_of
+from ..datasets.anovox.zshift import resolve_z_shift
 from .ground_truth import frame_ground_truth
-from .voxel_eval import VoxelEvaluator, match_voxels
+from .voxel_eval import VoxelEvaluator, check_pred_indices
 
 __all__ = ["PredictionError", "find_predictions", "load_prediction", "evaluate_folder"]
 
@@ -41,7 +42,8 @@ def find_predictions(pred_dir: Path) -> dict:
     return out
 
 
-def load_prediction(path: Path, reader: ScenarioReader, frame: int, pred_type: str, score_rule: str, eval_grid):
+def load_prediction(path: Path, reader: ScenarioReader, frame: int, pred_type: str, score_rule: str, eval_grid,
+                    logger=None):
     """-> (voxels [M, 3] int64, scores [M] float64) on the evaluation grid."""
     try:
         arr = np.load(path, allow_pickle=False)
@@ -53,9 +55,16 @@ def load_prediction(path: Path, reader: ScenarioReader, frame: int, pred_type: s
         if arr.ndim != 2 or arr.shape[1] != 4:
             raise PredictionError(f"{path}: voxel predictions must be (M, 4) [ix, iy, iz, score], got {arr.shape}")
         scores = arr[:, 3].astype(np.float64)
+        try:
+            check_pred_indices(arr[:, :3], eval_grid.GRID_SIZE, str(path))
+        except ValueError as err:
+            raise PredictionError(str(err)) from None
         voxels = arr[:, :3].astype(np.int64)
     elif pred_type == "points":
         scores = arr.reshape(-1).astype(np.float64)
+        if not reader.files.get("lidar"):
+            raise PredictionError(f"{path}: per-point scores need the scenario's LIDAR folder, and "
+                                  f"{reader.path} has none (ground truth only)")
         points = reader.read_points(frame)
         if len(scores) != len(points):
             raise PredictionError(f"{path}: {len(scores)} point scores but the LiDAR frame has {len(points)} points")
@@ -63,7 +72,7 @@ def load_prediction(path: Path, reader: ScenarioReader, frame: int, pred_type: s
             raise PredictionError(f"{path}: {int(np.isnan(scores).sum())} NaN scores")
         vox, sc = cuda_ops.eval_grid_scores(torch.from_numpy(points), torch.from_numpy(scores), score_rule,
                                             eval_grid.VOXEL_SIZE, eval_grid.GRID_SIZE, eval_grid.OFFSET,
-                                            eval_grid.Z_SHIFT)
+                                            resolve_z_shift(reader, eval_grid, logger))
         voxels, scores = vox.numpy(), sc.numpy()
     else:
         raise PredictionError(f"pred_type must be auto, voxels or points, got {pred_type!r}")
@@ -73,9 +82,12 @@ def load_prediction(path: Path, reader: ScenarioReader, frame: int, pred_type: s
 
 
 def evaluate_folder(data_root: Path, pred_dir: Path, labels_cfg, eval_grid, pred_type: str = "auto",
-                    score_rule: str = "nearest", policy: str = "intersect", protocol: str = "default",
+                    score_rule: str = "nearest", policy: str = "zero", protocol: str = "default",
                     gt_source: str = "voxel_grid", max_range: float = -1.0, streaming: bool = False,
                     layout: str = "auto", logger: logging.Logger | None = None) -> tuple[dict, VoxelEvaluator]:
+    """Every ground-truth voxel of every predicted scenario, scored under both policies (`policy` is the headline).
+    With voxel predictions and gt_source 'voxel_grid' the data root needs only VOXEL_GRID (and ANOMALY for the
+    groups); sensor folders are read only for per-point predictions or gt_source 'semantic_lidar'."""
     logger = logger or logging.getLogger("pcdet_anomaly")
     data_root = Path(data_root)
     predictions = find_predictions(pred_dir)
@@ -83,13 +95,15 @@ def evaluate_folder(data_root: Path, pred_dir: Path, labels_cfg, eval_grid, pred
     if protocol == "anovox":
         # the official script ignores nothing: every non-anomaly voxel is normal
         targets = TargetMapper(labels_cfg.ANOMALY_IDS, [], labels_cfg.IGNORE_INDEX)
-    evaluator = VoxelEvaluator(protocol=protocol, streaming=streaming)
+    evaluator = VoxelEvaluator(protocol=protocol, streaming=streaming, policy=policy, max_range=max_range,
+                               eval_grid=eval_grid)
     jobs = []
     for scene, files in predictions.items():
         scen_path = data_root / scene
         if not scen_path.is_dir():
             raise PredictionError(f"{pred_dir / scene}: no scenario of that name in {data_root}")
-        reader = ScenarioReader(scen_path, layout)
+        # a ground-truth-only copy (VOXEL_GRID, ANOMALY) is read as such whatever the configured sensor layout
+        reader = ScenarioReader(scen_path, "gt_only" if detect_layout(scen_path) == "gt_only" else layout)
         missing = sorted(set(reader.frames) - set(files))
         extra = sorted(set(files) - set(reader.frames))
         if missing:
@@ -98,8 +112,9 @@ def evaluate_folder(data_root: Path, pred_dir: Path, labels_cfg, eval_grid, pred
             raise PredictionError(f"{files[extra[0]]}: frame {extra[0]} is not in the dataset scenario {scene}")
         jobs += [(reader, frame, files[frame]) for frame in reader.frames]
     for reader, frame, path in tqdm(jobs, desc="eval_voxels", unit="frame"):
-        gt_vox, gt_lab = frame_ground_truth(reader, frame, targets, gt_source, max_range, eval_grid)
-        voxels, scores = load_prediction(path, reader, frame, pred_type, score_rule, eval_grid)
-        labels, matched, stats = match_voxels(voxels, scores, gt_vox, gt_lab, policy, source=str(path))
-        evaluator.add_frame(reader.name, frame, labels, matched, reader.read_anomaly(frame), stats)
+        z_shift = resolve_z_shift(reader, eval_grid, logger) if gt_source == "semantic_lidar" else 0.0
+        gt_vox, gt_ids, gt_lab = frame_ground_truth(reader, frame, targets, gt_source, max_range, eval_grid, z_shift)
+        voxels, scores = load_prediction(path, reader, frame, pred_type, score_rule, eval_grid, logger)
+        evaluator.add(reader.name, frame, gt_vox, gt_ids, gt_lab, voxels, scores, reader.anomaly_rows(frame),
+                      source=str(path), z_shift=getattr(reader, "_z_shift", None) or 0.0)
     return evaluator.summary(), evaluator

@@ -4,8 +4,10 @@ Conventions (report these with the numbers):
   AUROC  trapezoid area under the ROC curve (= sklearn roc_auc_score)
   AP     step-wise average precision, ties grouped (= sklearn average_precision_score), not a trapezoid "AUPR"
   FPR95  FPR at the first threshold (descending) whose TPR >= 0.95, exact over all distinct scores
-AnoVox protocol extras: FPR95 from the 101-threshold sweep 1.00, 0.99, ..., 0.00 with preds = score > t (first TPR
->= 0.95), and F1 / precision averaged over thresholds 0.25, 0.30, ..., 0.70.
+AnoVox protocol extras (`anovox_threshold_metrics`): FPR95 from the official 101-threshold sweep
+np.arange(1, -0.01, -0.01) with preds = score > t (first TPR >= 0.95), and F1 / precision averaged over
+np.arange(0.25, 0.75, 0.05); the thresholds are the official float values, unrounded, so tied scores fall on the same
+side as in the official script. AUROC and AP follow scikit-learn's arithmetic (bit-equal to the official script).
 Counts are int64, rates float64. A pool with a single class gives NaN (undefined) for AUROC/AP/FPR95.
 """
 from __future__ import annotations
@@ -50,19 +52,38 @@ class RankingMetrics:
 
 
 def _metrics_from_curve(fps: np.ndarray, tps: np.ndarray) -> RankingMetrics:
+    """Metrics from cumulative counts at each distinct score (descending).
+
+    The floating-point arithmetic follows scikit-learn's `roc_curve(drop_intermediate=True)` + `auc` and
+    `average_precision_score` step by step (same points, same order of summation), so AUROC and AP are bit-equal to
+    the official AnoVox script, which calls those functions (tests/test_protocol.py checks this on tied scores).
+    """
     num_pos = int(tps[-1]) if len(tps) else 0
     num_neg = int(fps[-1]) if len(fps) else 0
     if num_pos == 0 or num_neg == 0:
         return RankingMetrics(math.nan, math.nan, math.nan, num_pos, num_neg)
-    tpr = np.r_[0.0, tps / num_pos]
-    fpr = np.r_[0.0, fps / num_neg]
-    auroc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
-    precision = tps / (tps + fps)
-    recall = tps / num_pos
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    first = int(np.searchsorted(tpr[1:], 0.95, side="left"))
-    fpr95 = float(fpr[1:][min(first, len(fps) - 1)])
+    f, t = fps, tps
+    if len(f) > 2:      # roc_curve drops collinear points before the trapezoid sum
+        keep = np.r_[True, (np.diff(f, 2) != 0) | (np.diff(t, 2) != 0), True]
+        f, t = f[keep], t[keep]
+    fpr_r = np.r_[0.0, f.astype(np.float64)] / float(num_neg)
+    tpr_r = np.r_[0.0, t.astype(np.float64)] / float(num_pos)
+    auroc = float(_trapezoid(tpr_r, fpr_r))
+    tps_f, fps_f = tps.astype(np.float64), fps.astype(np.float64)
+    precision = tps_f / (tps_f + fps_f)
+    recall = tps_f / tps_f[-1]
+    prec_rev = np.r_[precision[::-1], 1.0]
+    rec_rev = np.r_[recall[::-1], 0.0]
+    ap = float(max(0.0, -np.sum(np.diff(rec_rev) * prec_rev[:-1])))
+    tpr = tps_f / num_pos
+    first = int(np.searchsorted(tpr, 0.95, side="left"))
+    fpr95 = float(fps_f[min(first, len(fps) - 1)] / num_neg)
     return RankingMetrics(auroc, ap, fpr95, num_pos, num_neg)
+
+
+def _trapezoid(y, x):
+    d = np.diff(x)
+    return (d * (y[1:] + y[:-1]) / 2.0).sum()
 
 
 def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> RankingMetrics:
@@ -76,8 +97,19 @@ def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> RankingMetrics:
     return _metrics_from_curve(fps, tps)
 
 
+# The official script's threshold grids, as it builds them (np.arange, not rounded: 0.41000000000000014 and
+# -8.9e-16 are among them, and a score that sits on 0.41 is not above that threshold).
+ANOVOX_FPR_THRESHOLDS = np.arange(1, -0.01, -0.01)
+ANOVOX_F1_THRESHOLDS = np.arange(start=0.25, stop=0.75, step=0.05)
+
+
 def anovox_threshold_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
-    """The official AnoVox script's threshold metrics (see module docstring)."""
+    """The official AnoVox `compute_metrics` threshold numbers, bit-equal on ties (preds = score > t):
+
+    fpr95_anovox   FPR at the first threshold of 1.00, 0.99, ..., 0.00 (np.arange(1, -0.01, -0.01)) with TPR >= 0.95
+    f1_mean        mean F1 over np.arange(0.25, 0.75, 0.05), F1 = 2 tp / (2 tp + fn + fp), 0 when undefined
+    precision_mean mean precision over the same thresholds, 0 when nothing is predicted positive
+    """
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
     num_pos, num_neg = int(labels.sum()), int((~labels).sum())
@@ -87,24 +119,25 @@ def anovox_threshold_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     neg_sorted = np.sort(scores[~labels])
 
     def counts_above(t):
-        tp = num_pos - np.searchsorted(pos_sorted, t, side="right")
-        fp = num_neg - np.searchsorted(neg_sorted, t, side="right")
+        tp = num_pos - int(np.searchsorted(pos_sorted, t, side="right"))
+        fp = num_neg - int(np.searchsorted(neg_sorted, t, side="right"))
         return tp, fp
 
     fpr95 = math.nan
-    for t in np.round(np.arange(100, -1, -1) / 100.0, 2):
+    for t in ANOVOX_FPR_THRESHOLDS:
         tp, fp = counts_above(t)
         if tp / num_pos >= 0.95:
             fpr95 = fp / num_neg
             break
     f1s, precisions = [], []
-    for t in np.round(np.arange(25, 71, 5) / 100.0, 2):
+    for t in ANOVOX_F1_THRESHOLDS:
         tp, fp = counts_above(t)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / num_pos
-        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-        precisions.append(precision)
-    return {"fpr95_anovox": float(fpr95), "f1_mean": float(np.mean(f1s)), "precision_mean": float(np.mean(precisions))}
+        fn = num_pos - tp
+        precisions.append(tp / (tp + fp) if tp + fp else 0)
+        denom = 1.0 * float(tp + fn) + float(tp + fp)
+        f1s.append(2.0 * float(tp) / denom if denom else 0.0)
+    return {"fpr95_anovox": float(fpr95), "f1_mean": float(np.mean(f1s)),
+            "precision_mean": float(np.mean(precisions))}
 
 
 class StreamingHistogram:

@@ -15,23 +15,46 @@ def _fmt(v):
     return str(v)
 
 
+def coverage_lines(summary: dict) -> list[str]:
+    c = summary.get("coverage")
+    if not c:
+        return []
+    pct = lambda a, b: f"{100.0 * a / b:.1f}%" if b else "n/a"
+    return [f"coverage ({c['range']}): ground-truth voxels {c['gt_voxels']}, predicted {c['gt_voxels_predicted']} "
+            f"({pct(c['gt_voxels_predicted'], c['gt_voxels'])}), unpredicted {c['gt_voxels_unpredicted']}; "
+            f"anomalous {c['anomaly_voxels']}, predicted {c['anomaly_voxels_predicted']} "
+            f"({pct(c['anomaly_voxels_predicted'], c['anomaly_voxels'])}), unpredicted "
+            f"{c['anomaly_voxels_unpredicted']}; predicted voxels without ground truth {c['pred_voxels_without_gt']} "
+            f"of {c['pred_voxels']}"]
+
+
 def format_table(summary: dict) -> str:
-    cols = ["auroc", "ap", "fpr95", "num_pos", "num_neg"]
-    if summary.get("protocol") == "anovox":
-        cols += ["fpr95_anovox", "f1_mean", "precision_mean"]
-    rows = [("pooled: " + k, v) for k, v in sorted(summary["pooled"].items(), key=lambda kv: kv[0] != "all")]
-    rows += [("scene: " + k[:30], v) for k, v in summary["per_scene"].items()]
+    """Both policies, side by side: every group once per policy (the headline policy first)."""
+    cols = ["auroc", "ap", "fpr95", "num_pos", "num_neg", "fpr95_anovox", "f1_mean", "precision_mean"]
+    policies = summary.get("policies") or {summary.get("policy", "intersect"): summary}
+    head = summary.get("policy", next(iter(policies)))
+    order = [head] + [p for p in policies if p != head]
+    lines = [f"protocol {summary.get('protocol', 'default')}, {summary.get('frames', '?')} frames; headline policy "
+             f"'{head}' (zero: unpredicted ground truth scores 0; intersect: official AnoVox join, unpredicted "
+             f"ground truth dropped)"]
+    lines += coverage_lines(summary)
+    rows = []
+    for policy in order:
+        ps = policies[policy]
+        rows += [(f"[{policy}] pooled: {k}", v) for k, v in sorted(ps["pooled"].items(),
+                                                                     key=lambda kv: (kv[0] != "all", kv[0]))]
+        rows += [(f"[{policy}] scene: {k[:30]}", v) for k, v in ps["per_scene"].items()]
+        sm = ps["scene_mean"]
+        rows.append((f"[{policy}] mean over scenes ({sm['scenes_with_both_classes']})",
+                     {"auroc": sm["auroc"], "ap": sm["ap"]}))
     width = max([len(r[0]) for r in rows] + [10])
-    lines = [f"{'group':<{width}} " + " ".join(f"{c:>14}" for c in cols)]
+    lines.append(f"{'group':<{width}} " + " ".join(f"{c:>14}" for c in cols))
     for name, m in rows:
-        lines.append(f"{name:<{width}} " + " ".join(f"{_fmt(m.get(c, math.nan)):>14}" for c in cols))
-    sm = summary["scene_mean"]
-    lines.append(f"{'mean over scenes':<{width}} {_fmt(sm['auroc']):>14} {_fmt(sm['ap']):>14}   "
-                 f"({sm['scenes_with_both_classes']} scenes with both classes)")
+        lines.append(f"{name:<{width}} " + " ".join(f"{_fmt(m.get(c, '')):>14}" for c in cols))
     if summary.get("matching"):
         lines.append("matching: " + ", ".join(f"{k}={v}" for k, v in summary["matching"].items()))
-    if "warning" in sm:
-        lines.append("WARNING: " + sm["warning"])
+    if "warning" in summary.get("scene_mean", {}):
+        lines.append("WARNING: " + summary["scene_mean"]["warning"])
     return "\n".join(lines)
 
 
@@ -42,12 +65,15 @@ def write_reports(summary: dict, out_dir: Path, stem: str = "metrics") -> dict:
     paths["json"].write_text(json.dumps(summary, indent=2, default=float))
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
-        keys = sorted({k for m in list(summary["pooled"].values()) + list(summary["per_scene"].values()) for k in m})
-        writer.writerow(["group"] + keys)
-        for name, m in summary["pooled"].items():
-            writer.writerow([name] + [m.get(k, "") for k in keys])
-        for name, m in summary["per_scene"].items():
-            writer.writerow([f"scene:{name}"] + [m.get(k, "") for k in keys])
+        policies = summary.get("policies") or {summary.get("policy", "intersect"): summary}
+        keys = sorted({k for ps in policies.values() for m in list(ps["pooled"].values()) +
+                       list(ps["per_scene"].values()) for k in m})
+        writer.writerow(["policy", "group"] + keys)
+        for policy, ps in policies.items():
+            for name, m in ps["pooled"].items():
+                writer.writerow([policy, name] + [m.get(k, "") for k in keys])
+            for name, m in ps["per_scene"].items():
+                writer.writerow([policy, f"scene:{name}"] + [m.get(k, "") for k in keys])
     paths["txt"].write_text(format_table(summary) + "\n")
     return paths
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from .metrics import StreamingHistogram, anovox_threshold_metrics, ranking_metrics
 
-__all__ = ["linear_key", "match_voxels", "VoxelEvaluator", "SIZE_BINS"]
+__all__ = ["linear_key", "match_voxels", "join_frame", "check_pred_indices", "VoxelEvaluator", "SIZE_BINS",
+           "POLICIES", "voxel_anomaly_groups"]
 
 SIZE_BINS = ((0.0, 0.5, "small (<0.5 m)"), (0.5, 1.5, "medium (0.5-1.5 m)"), (1.5, math.inf, "large (>=1.5 m)"))
 
@@ -47,88 +48,241 @@ def match_voxels(pred_voxels, pred_scores, gt_voxels, gt_labels, policy: str = "
     return np.asarray(gt_labels), scores, stats
 
 
+def check_pred_indices(pred_voxels: np.ndarray, grid_size, source: str = "pred") -> None:
+    """Predicted voxel indices must lie inside the evaluation grid: outside it the linear key of one voxel can equal
+    another's (ix = 1000 aliases iy + 1), so such a file is refused, not silently joined."""
+    v = np.asarray(pred_voxels)
+    if len(v) == 0:
+        return
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"{source}: voxel indices must be (M, 3), got {v.shape}")
+    if np.issubdtype(v.dtype, np.floating):
+        if not np.isfinite(v).all() or (v != np.floor(v)).any():
+            raise ValueError(f"{source}: voxel indices must be whole numbers (columns ix, iy, iz)")
+    v = v.astype(np.int64)
+    size = np.asarray(grid_size, dtype=np.int64)
+    bad = ((v < 0) | (v >= size)).any(1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{source}: {int(bad.sum())} predicted voxel(s) outside the evaluation grid "
+                         f"{tuple(int(x) for x in size)}, first at row {i}: {tuple(int(x) for x in v[i])}")
+
+
+def join_frame(pred_voxels, pred_scores, gt_voxels, source: str = "pred", grid_size=(1000, 1000, 64)):
+    """-> (found [K] bool, scores [K] float64 (0 where not found), pred_without_gt int) for the K ground-truth voxels.
+    Raises ValueError naming `source` on duplicate or out-of-grid predicted voxels."""
+    check_pred_indices(pred_voxels, grid_size, source)
+    pk = linear_key(np.asarray(pred_voxels).reshape(-1, 3))
+    gk = linear_key(np.asarray(gt_voxels).reshape(-1, 3))
+    p_order = np.argsort(pk, kind="stable")
+    pk_sorted = pk[p_order]
+    if len(pk_sorted) > 1 and (pk_sorted[1:] == pk_sorted[:-1]).any():
+        dup = int(pk_sorted[1:][pk_sorted[1:] == pk_sorted[:-1]][0])
+        raise ValueError(f"{source}: duplicate predicted voxel {dup % 1000, dup // 1000 % 1000, dup // 1_000_000}")
+    scores_sorted = np.asarray(pred_scores, dtype=np.float64).reshape(-1)[p_order]
+    if len(pk_sorted) == 0:
+        return np.zeros(len(gk), bool), np.zeros(len(gk)), 0
+    pos = np.searchsorted(pk_sorted, gk)
+    pos_c = np.minimum(pos, len(pk_sorted) - 1)
+    found = (pos < len(pk_sorted)) & (pk_sorted[pos_c] == gk)
+    scores = np.zeros(len(gk), dtype=np.float64)
+    scores[found] = scores_sorted[pos_c[found]]
+    return found, scores, int(len(pk) - found.sum())
+
+
+POLICIES = ("zero", "intersect")
+GROUP_KINDS = ("type", "size", "extent", "family", "label")
+
+
+def size_bin(extent_m: float) -> str:
+    return next(name for lo, hi, name in SIZE_BINS if lo <= extent_m < hi)
+
+
+def voxel_anomaly_groups(voxels: np.ndarray, label_ids: np.ndarray, is_anomaly: np.ndarray, rows: list, eval_grid=None,
+                         z_shift: float = 0.0) -> dict:
+    """Group names of each anomalous ground-truth voxel, from its own label id and its anomaly's row.
+
+    -> {"type", "size", "extent", "family", "label": [K] object arrays} (None for normal voxels and unknown facts);
+    "family" exists for this project's files only (the shape family, an extra ANOMALY key).
+    A voxel's row is the ANOMALY row whose semantic_tags hold the voxel's label; when several rows share that label,
+    the row whose `sensor_location` is nearest the voxel centre; without a matching row the groups say 'unlisted'."""
+    K = len(label_ids)
+    out = {k: np.full(K, None, dtype=object) for k in GROUP_KINDS}
+    idx = np.flatnonzero(is_anomaly)
+    if len(idx) == 0:
+        return out
+    labels = np.asarray(label_ids, dtype=np.int64)
+    out["label"][idx] = [f"label:{int(v)}" for v in labels[idx]]
+    centres = None
+    for lab in np.unique(labels[idx]):
+        members = idx[labels[idx] == lab]
+        cands = [r for r in rows if int(lab) in r["label_ids"]]
+        if not cands:
+            assign = [None] * len(members)
+        elif len(cands) == 1 or any(r["sensor_location"] is None for r in cands):
+            assign = [cands[0]] * len(members)
+        else:
+            if centres is None:
+                vs, off = (0.5, (250.0, 250.0, 16.0)) if eval_grid is None else (eval_grid.VOXEL_SIZE,
+                                                                                 eval_grid.OFFSET)
+                centres = (np.asarray(voxels, np.float64) + 0.5) * vs - np.asarray(off) - np.array([0, 0, z_shift])
+            locs = np.array([r["sensor_location"] for r in cands])
+            d = np.linalg.norm(centres[members, None, :2] - locs[None, :, :2], axis=2)
+            assign = [cands[j] for j in d.argmin(1)]
+        for i, row in zip(members, assign):
+            if row is None:
+                out["type"][i], out["size"][i], out["extent"][i] = "type:unlisted", "size:unlisted", None
+                continue
+            out["type"][i] = f"type:{row['type']}"
+            out["size"][i] = f"size:{row['size']}" if row["size"] else None
+            out["extent"][i] = f"extent:{size_bin(row['extent_m'])}" if row["extent_m"] is not None else None
+            out["family"][i] = f"family:{row['family']}" if row.get("family") else None
+    return out
+
+
 @dataclass
 class _Pool:
     labels: list = field(default_factory=list)
     scores: list = field(default_factory=list)
+    found: list = field(default_factory=list)
 
-    def add(self, labels, scores):
+    def add(self, labels, scores, found):
         self.labels.append(np.asarray(labels, dtype=np.int8))
         self.scores.append(np.asarray(scores, dtype=np.float64))
+        self.found.append(np.asarray(found, dtype=bool))
 
-    def arrays(self):
+    def arrays(self, policy: str = "zero"):
         if not self.labels:
             return np.zeros(0, np.int8), np.zeros(0)
-        return np.concatenate(self.labels), np.concatenate(self.scores)
+        labels, scores = np.concatenate(self.labels), np.concatenate(self.scores)
+        if policy == "intersect":
+            found = np.concatenate(self.found)
+            return labels[found], scores[found]
+        return labels, scores
+
+
+class _HistPool:
+    def __init__(self, bins):
+        self.hist = {p: StreamingHistogram(bins) for p in POLICIES}
+
+    def add(self, labels, scores, found):
+        self.hist["zero"].update(labels, scores)
+        self.hist["intersect"].update(np.asarray(labels)[found], np.asarray(scores)[found])
 
 
 class VoxelEvaluator:
-    """Accumulates matched voxels per frame; `summary()` gives pooled (all frames, anomaly frames, by anomaly size
-    and type) and per-scene metrics. `streaming=True` keeps histograms instead of every voxel."""
+    """Scores every ground-truth voxel of every frame under both policies at once.
 
-    def __init__(self, protocol: str = "default", streaming: bool = False, bins: int = 100_000):
+    policy 'zero': a ground-truth voxel without a prediction scores 0 (nothing the model skipped is forgiven);
+    'intersect': the official AnoVox behaviour, only voxels present in both prediction and ground truth.
+    `summary()` gives, per policy, pooled metrics (all frames, anomaly frames, by anomaly type, official size category,
+    numeric extent and label id, each group taking every anomalous voxel's own label and anomaly row) and per-scene
+    metrics, plus `coverage`: how much of the ground truth was predicted. `policy` names the headline policy, whose
+    numbers also stand at the top level (`pooled`, `scene_mean`, `per_scene`)."""
+
+    def __init__(self, protocol: str = "default", streaming: bool = False, bins: int = 100_000,
+                 policy: str = "zero", max_range: float = -1.0, grid_size=(1000, 1000, 64), eval_grid=None):
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.protocol = protocol
         self.streaming = streaming
         self.bins = bins
-        self.groups: dict = defaultdict(_Pool) if not streaming else defaultdict(lambda: StreamingHistogram(bins))
+        self.policy = policy
+        self.max_range = float(max_range)
+        self.eval_grid = eval_grid
+        self.grid_size = tuple(eval_grid.GRID_SIZE) if eval_grid is not None else tuple(grid_size)
+        self.groups: dict = defaultdict(_Pool) if not streaming else defaultdict(lambda: _HistPool(bins))
         self.frames = 0
+        self.coverage = defaultdict(int)
         self.stats = defaultdict(int)
-        self.score_range_warned = False
 
-    def add_frame(self, scene: str, frame: int, labels: np.ndarray, scores: np.ndarray, anomaly_info=None,
-                  match_stats=None) -> None:
-        scores = np.asarray(scores, dtype=np.float64)
-        if np.isnan(scores).any():
-            raise ValueError(f"{scene} frame {frame}: NaN scores")
+    def add(self, scene: str, frame: int, gt_voxels, gt_label_ids, gt_labels, pred_voxels, pred_scores,
+            anomaly_rows=(), source: str = "pred", z_shift: float = 0.0) -> None:
+        """One frame: ground truth (voxels [K, 3], label ids [K], binary labels [K], already range-filtered and
+        without ignored voxels) against predictions (voxels [M, 3] on the evaluation grid, scores [M])."""
+        pred_scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+        if np.isnan(pred_scores).any():
+            raise ValueError(f"{source}: {int(np.isnan(pred_scores).sum())} NaN scores")
+        found, scores, pred_without_gt = join_frame(pred_voxels, pred_scores, gt_voxels, source, self.grid_size)
+        labels = np.asarray(gt_labels, dtype=np.int8)
+        c = self.coverage
+        c["gt_voxels"] += len(labels)
+        c["gt_voxels_predicted"] += int(found.sum())
+        c["anomaly_voxels"] += int((labels == 1).sum())
+        c["anomaly_voxels_predicted"] += int(found[labels == 1].sum())
+        c["pred_voxels"] += len(pred_scores)
+        c["pred_voxels_without_gt"] += pred_without_gt
         self.frames += 1
-        for key, value in (match_stats or {}).items():
-            self.stats[key] += value
-        if len(scores) and (scores.min() < 0 or scores.max() > 1):
+        if len(pred_scores) and (pred_scores.min() < 0 or pred_scores.max() > 1):
             self.stats["frames_with_scores_outside_0_1"] += 1
-        groups = ["all", f"scene:{scene}"]
-        if (np.asarray(labels) == 1).any():
-            groups.append("anomaly_frames")
-            if anomaly_info:
-                size = anomaly_info.get("size")
-                if isinstance(size, (int, float)):
-                    groups += [f"size:{name}" for lo, hi, name in SIZE_BINS if lo <= float(size) < hi]
-                if "anomaly_type_id" in anomaly_info:
-                    groups.append(f"type:{anomaly_info['anomaly_type_id']}")
-        for group in groups:
-            if self.streaming:
-                self.groups[group].update(labels, scores)
-            else:
-                self.groups[group].add(labels, scores)
+        add = lambda group, m=None: self.groups[group].add(labels if m is None else labels[m],
+                                                           scores if m is None else scores[m],
+                                                           found if m is None else found[m])
+        add("all")
+        add(f"scene:{scene}")
+        is_anom = labels == 1
+        if is_anom.any():
+            add("anomaly_frames")
+            groups = voxel_anomaly_groups(gt_voxels, gt_label_ids, is_anom, list(anomaly_rows), self.eval_grid,
+                                          z_shift)
+            normal = ~is_anom
+            for kind in GROUP_KINDS:
+                for name in sorted({g for g in groups[kind][is_anom] if g is not None}):
+                    add(name, normal | (groups[kind] == name))
 
-    def _metrics(self, group) -> dict:
+    def _metrics(self, group, policy) -> dict:
         if self.streaming:
-            return self.groups[group].metrics()
-        labels, scores = self.groups[group].arrays()
+            return self.groups[group].hist[policy].metrics()
+        labels, scores = self.groups[group].arrays(policy)
         out = ranking_metrics(labels, scores).as_dict()
-        if self.protocol == "anovox":
-            out.update(anovox_threshold_metrics(labels, scores))
+        out.update(anovox_threshold_metrics(labels, scores))
         return out
 
-    def summary(self) -> dict:
+    def coverage_summary(self) -> dict:
+        c = dict(self.coverage)
+        for k in ("gt_voxels", "gt_voxels_predicted", "anomaly_voxels", "anomaly_voxels_predicted", "pred_voxels",
+                  "pred_voxels_without_gt"):
+            c.setdefault(k, 0)
+        c["gt_voxels_unpredicted"] = c["gt_voxels"] - c["gt_voxels_predicted"]
+        c["anomaly_voxels_unpredicted"] = c["anomaly_voxels"] - c["anomaly_voxels_predicted"]
+        c["gt_fraction_predicted"] = c["gt_voxels_predicted"] / c["gt_voxels"] if c["gt_voxels"] else math.nan
+        c["anomaly_fraction_predicted"] = (c["anomaly_voxels_predicted"] / c["anomaly_voxels"]
+                                           if c["anomaly_voxels"] else math.nan)
+        c["max_range_m"] = self.max_range
+        c["range"] = (f"voxel centres within {self.max_range:g} m (xy) of the sensor" if self.max_range > 0
+                      else "the whole evaluation grid")
+        return c
+
+    def _policy_summary(self, policy) -> dict:
         scenes = sorted(g for g in self.groups if g.startswith("scene:"))
-        per_scene = {g[6:]: self._metrics(g) for g in scenes}
-        pooled = {g: self._metrics(g) for g in self.groups if not g.startswith("scene:")}
+        per_scene = {g[6:]: self._metrics(g, policy) for g in scenes}
+        pooled = {g: self._metrics(g, policy) for g in self.groups if not g.startswith("scene:")}
         defined = [m["auroc"] for m in per_scene.values() if not math.isnan(m["auroc"])]
         defined_ap = [m["ap"] for m in per_scene.values() if not math.isnan(m["ap"])]
         scene_mean = {"auroc": float(np.mean(defined)) if defined else math.nan,
-                      "ap": float(np.mean(defined_ap)) if defined_ap else math.nan, "scenes_with_both_classes":
-                      len(defined)}
-        if self.stats.get("frames_with_scores_outside_0_1"):
-            scene_mean["warning"] = ("scores outside [0, 1]: AUROC/AP are valid, threshold-based AnoVox metrics "
-                                     "assume [0, 1]")
-        return {"protocol": self.protocol, "frames": self.frames, "matching": dict(self.stats), "pooled": pooled,
-                "scene_mean": scene_mean, "per_scene": per_scene}
+                      "ap": float(np.mean(defined_ap)) if defined_ap else math.nan,
+                      "scenes_with_both_classes": len(defined)}
+        return {"pooled": pooled, "scene_mean": scene_mean, "per_scene": per_scene}
 
-    def curves(self, group: str = "all"):
+    def summary(self) -> dict:
+        policies = {p: self._policy_summary(p) for p in POLICIES}
+        head = policies[self.policy]
+        out = {"protocol": self.protocol, "policy": self.policy, "frames": self.frames,
+               "coverage": self.coverage_summary(), "matching": dict(self.stats), "pooled": head["pooled"],
+               "scene_mean": dict(head["scene_mean"]), "per_scene": head["per_scene"], "policies": policies}
+        if self.stats.get("frames_with_scores_outside_0_1"):
+            out["scene_mean"]["warning"] = ("scores outside [0, 1]: AUROC/AP are valid, threshold-based AnoVox "
+                                            "metrics assume [0, 1]")
+        return out
+
+    def curves(self, group: str = "all", policy: str | None = None):
         """(fpr, tpr, recall, precision) for plotting (exact mode only)."""
         from .metrics import binary_clf_curve
-        labels, scores = self.groups[group].arrays()
+        labels, scores = self.groups[group].arrays(policy or self.policy)
+        if len(labels) == 0:
+            return None
         fps, tps, _ = binary_clf_curve(labels, scores)
         if len(tps) == 0 or tps[-1] == 0 or fps[-1] == 0:
             return None
         return (np.r_[0, fps / fps[-1]], np.r_[0, tps / tps[-1]], tps / tps[-1], tps / (tps + fps))
+

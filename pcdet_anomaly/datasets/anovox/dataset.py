@@ -14,7 +14,8 @@ import cuda_ops
 from ..augmentation import apply_matrix, point_dropout, random_augmentation_matrix
 from ..dataset_template import DatasetTemplate
 from .labels import TargetMapper
-from .reader import FrameError, ScenarioReader, list_scenarios
+from .reader import FrameError, ScenarioReader, anomaly_rows, list_scenarios
+from .zshift import resolve_z_shift
 
 __all__ = ["AnoVoxDataset", "split_scenarios"]
 
@@ -23,12 +24,17 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def _anomaly_meta(reader: ScenarioReader) -> dict:
+    """Split metadata of a scenario: normality or not, the anomaly label ids (from `semantic_tags`; the official
+    `anomaly_type_id` is a blueprint id such as 'static.prop.o_barbedwire_special', never a label) and this
+    project's shape families (extra keys; official files have none)."""
     info = reader.scenario_anomaly_info()
     if info is None:
-        return {"normality": True, "families": set(), "labels": set()}
-    families = info.get("shape_families") or ([info["shape_family"]] if "shape_family" in info else [])
-    labels = set(info.get("semantic_tags") or []) | ({info["anomaly_type_id"]} if "anomaly_type_id" in info else set())
-    return {"normality": False, "families": set(families), "labels": {int(v) for v in labels}}
+        return {"normality": True, "families": set(), "labels": set(), "types": set()}
+    rows = anomaly_rows(info)
+    families = set(info.get("shape_families") or ([info["shape_family"]] if "shape_family" in info else []))
+    families |= {r["family"] for r in rows if r["family"]}
+    labels = set().union(*(r["label_ids"] for r in rows)) if rows else set()
+    return {"normality": False, "families": families, "labels": labels, "types": {str(r["type"]) for r in rows}}
 
 
 def split_scenarios(names: list[str], meta: dict, split_cfg) -> dict:
@@ -56,15 +62,17 @@ def split_scenarios(names: list[str], meta: dict, split_cfg) -> dict:
 
     def eligible(name):
         m = meta[name]
-        if m["families"] & hold_fam or m["labels"] & hold_lab:
-            return False
-        return m["normality"] or not split_cfg.TRAIN_NORMALITY_ONLY
+        return not (m["families"] & hold_fam or m["labels"] & hold_lab)
 
     n_train = int(round(ratios[0] * len(order)))
     train = [n for n in order if eligible(n)][:n_train]
     rest = [n for n in order if n not in set(train)]
     val_share = ratios[1] / max(ratios[1] + ratios[2], 1e-12)
     n_val = int(round(val_share * len(rest)))
+    if split_cfg.TRAIN_NORMALITY_ONLY:
+        # the normality regime keeps the supervised split's val and test scenarios exactly (so its numbers compare
+        # with the supervised rows) and trains on the normality scenarios of the supervised train portion
+        train = [n for n in train if meta[n]["normality"]]
     return {"train": train, "val": rest[:n_val], "test": rest[n_val:]}
 
 
@@ -100,6 +108,11 @@ class AnoVoxDataset(DatasetTemplate):
         self.ignore_index = labels.IGNORE_INDEX
         self.bad_frames: Counter = Counter()
         self.seed, self.epoch = 0, 0
+        # the evaluation grid's vertical convention, per scenario, before any worker starts (a clear error now
+        # rather than labels 3.6 voxels off later)
+        shifts = Counter(f"{self.z_shift(n):+.2f} m" for n in names)
+        self.logger.info("AnoVox %s: VOXEL_GRID z shift per scenario (EVAL_GRID.Z_SHIFT %s): %s", split,
+                         dataset_cfg.EVAL_GRID.Z_SHIFT, dict(shifts))
         layouts = Counter(r.layout for r in self.readers.values())
         self.logger.info("AnoVox %s: %d scenarios, %d frames (layouts: %s)", split, len(names), len(self.frames),
                          dict(layouts))
@@ -140,7 +153,7 @@ class AnoVoxDataset(DatasetTemplate):
             grid = reader.read_voxel_grid(frame).astype(np.int64)
             eg = self.dataset_cfg.EVAL_GRID
             key_grid = grid[:, 0] + 1000 * grid[:, 1] + 1_000_000 * grid[:, 2]
-            xyz = points[:, :3].astype(np.float64) + np.array([0.0, 0.0, eg.Z_SHIFT])
+            xyz = points[:, :3].astype(np.float64) + np.array([0.0, 0.0, self.z_shift(reader.name)])
             idx = np.floor((xyz + np.asarray(eg.OFFSET)) / eg.VOXEL_SIZE).astype(np.int64)
             key = idx[:, 0] + 1000 * idx[:, 1] + 1_000_000 * idx[:, 2]
             order = np.argsort(key_grid)
@@ -161,7 +174,7 @@ class AnoVoxDataset(DatasetTemplate):
         rng_r = cfg.POINT_FILTER_RANGE
         keep = np.all((points[:, :3] >= rng_r[:3]) & (points[:, :3] < rng_r[3:]), axis=1)
         points = points[keep]
-        if cfg.MAX_POINTS > 0 and len(points) > cfg.MAX_POINTS:
+        if self.training and cfg.MAX_POINTS > 0 and len(points) > cfg.MAX_POINTS:   # never at evaluation
             points = points[np.sort(rng.choice(len(points), cfg.MAX_POINTS, replace=False))]
         if len(points) == 0:
             raise FrameError(reader.file("lidar", frame), "no points left inside POINT_FILTER_RANGE")
@@ -206,6 +219,10 @@ class AnoVoxDataset(DatasetTemplate):
                                                         result.point2voxel, num_voxels,
                                                         self.targets.num_semantic, self.ignore_index).numpy()
         return out
+
+    def z_shift(self, scene_id: str) -> float:
+        """The scenario's EVAL_GRID vertical shift (EVAL_GRID.Z_SHIFT 'auto': told from the data)."""
+        return resolve_z_shift(self.readers[scene_id], self.dataset_cfg.EVAL_GRID, self.logger)
 
     # ---- evaluation helpers
     def gt_voxel_grid(self, scene_id: str, frame: int) -> np.ndarray:

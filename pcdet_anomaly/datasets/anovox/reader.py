@@ -17,7 +17,8 @@ from PIL import Image
 
 from .labels import GEN_A_PALETTE, colours_to_ids
 
-__all__ = ["FrameError", "Calibration", "ScenarioReader", "detect_layout", "list_scenarios", "parse_kv_csv"]
+__all__ = ["FrameError", "Calibration", "ScenarioReader", "detect_layout", "list_scenarios", "parse_kv_csv",
+           "anomaly_rows", "OFFICIAL_SENSOR_TYPES"]
 
 _FRAME_RE = re.compile(r"_(\d+)$")
 
@@ -84,7 +85,10 @@ def detect_layout(scenario: Path) -> str:
     if "PCD" in names:
         pcd = Path(scenario) / "PCD"
         return "gen_a_npy" if any(pcd.glob("*.npy")) else "gen_a"
-    raise FrameError(scenario, f"unknown layout: no LIDAR* (Gen-B) or PCD (Gen-A) folder; found {sorted(names)}")
+    if "VOXEL_GRID" in names:
+        return "gt_only"      # ground truth alone (an evaluation server's copy): VOXEL_GRID and ANOMALY
+    raise FrameError(scenario, f"unknown layout: no LIDAR* (Gen-B), PCD (Gen-A) or VOXEL_GRID folder; found "
+                               f"{sorted(names)}")
 
 
 def _rotation(roll_deg, pitch_deg, yaw_deg) -> np.ndarray:
@@ -96,10 +100,16 @@ def _rotation(roll_deg, pitch_deg, yaw_deg) -> np.ndarray:
     return Rz @ Ry @ Rx
 
 
-def _pose(location, rotation) -> np.ndarray:
-    """location [x, y, z] (CARLA, y right), rotation [pitch, yaw, roll] degrees -> 4x4 sensor -> vehicle (y left)."""
+def _pose(location, rotation, convention: str = "official") -> np.ndarray:
+    """location [x, y, z] (simulator axes, y right) and rotation in degrees -> 4x4 sensor -> vehicle (y left).
+
+    convention 'official': rotation = (x_rot, y_rot, z_rot) = (roll, pitch, yaw), as the AnoVox generator writes it;
+    'legacy': rotation = [pitch, yaw, roll] (this project's writer before it followed the official format)."""
     T = np.eye(4)
-    pitch, yaw, roll = (float(v) for v in rotation)
+    if convention == "official":
+        roll, pitch, yaw = (float(v) for v in rotation)
+    else:
+        pitch, yaw, roll = (float(v) for v in rotation)
     T[:3, :3] = _rotation(roll, pitch, yaw)
     T[:3, 3] = [float(location[0]), -float(location[1]), float(location[2])]
     return T
@@ -108,22 +118,106 @@ def _pose(location, rotation) -> np.ndarray:
 # sensor frame (x fwd, y left, z up) -> OpenCV camera (x right, y down, z fwd)
 AXES_TO_OPENCV = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 
+# sensor_type values of the official generator (the folder-name prefixes)
+OFFICIAL_SENSOR_TYPES = ("RGB-CAM", "DEPTH_CAM", "SEMANTIC-CAM", "INSTANCE-CAM", "LIDAR", "SEMANTIC-LIDAR")
+
+
+def setup_convention(entry: dict) -> str:
+    """'official' (args image_width / image_height / camera_fov, rotation roll-pitch-yaw) or 'legacy' (args
+    image_size_x / image_size_y / fov, sensor_type 'sensor.camera.rgb', rotation pitch-yaw-roll)."""
+    args = entry.get("args", {}) or {}
+    if "image_size_x" in args or str(entry.get("sensor_type", "")).startswith("sensor."):
+        return "legacy"
+    return "official"
+
+
+def _camera_args(camera: dict, path) -> tuple[int, int, float]:
+    args = camera.get("args", {}) or {}
+    if setup_convention(camera) == "legacy":
+        keys = ("image_size_x", "image_size_y", "fov")
+    else:
+        keys = ("image_width", "image_height", "camera_fov")
+    missing = [k for k in keys if k not in args]
+    if missing:
+        raise FrameError(path, f"camera entry: args lacks {missing} (has {sorted(args)})")
+    try:
+        return int(args[keys[0]]), int(args[keys[1]]), float(args[keys[2]])
+    except (TypeError, ValueError) as err:
+        raise FrameError(path, f"camera entry: args {keys} must be numbers, got "
+                               f"{[args[k] for k in keys]}") from err
+
 
 def calibration_from_setup(camera: dict, lidar: dict, source: str) -> Calibration:
-    args = camera.get("args", {})
-    width, height = int(args.get("image_size_x", 768)), int(args.get("image_size_y", 512))
-    fov = float(args.get("fov", 90.0))
+    width, height, fov = _camera_args(camera, source)
     f = width / (2.0 * np.tan(np.deg2rad(fov) / 2.0))
     K = np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1.0]])
-    T_cam = _pose(camera.get("location", [0, 0, 1.8]), camera.get("rotation", [0, 0, 0]))
-    T_lidar = _pose(lidar.get("location", [0, 0, 1.8]), lidar.get("rotation", [0, 0, 0]))
+    for name, entry in (("camera", camera), ("lidar", lidar)):
+        for key in ("location", "rotation"):
+            value = entry.get(key, [0, 0, 0])
+            if not isinstance(value, (list, tuple)) or len(value) != 3:
+                raise FrameError(source, f"{name} entry: '{key}' must be 3 numbers, got {value!r}")
+    T_cam = _pose(camera.get("location", [0, 0, 1.8]), camera.get("rotation", [0, 0, 0]), setup_convention(camera))
+    T_lidar = _pose(lidar.get("location", [0, 0, 1.8]), lidar.get("rotation", [0, 0, 0]), setup_convention(lidar))
     lidar_to_cam = AXES_TO_OPENCV @ np.linalg.inv(T_cam) @ T_lidar
     return Calibration(K, lidar_to_cam, (height, width), source)
 
 
-DEFAULT_CAMERA = {"location": [0, 0, 1.8], "rotation": [0, 0, 0],
-                  "args": {"image_size_x": 768, "image_size_y": 512, "fov": 90}}
-DEFAULT_LIDAR = {"location": [0, 0, 1.8], "rotation": [0, 0, 0]}
+DEFAULT_CAMERA = {"sensor_type": "RGB-CAM", "location": [0, 0, 1.8], "rotation": [0, 0, 0],
+                  "args": {"image_height": 512, "image_width": 768, "camera_fov": 90.0}}
+DEFAULT_LIDAR = {"sensor_type": "LIDAR", "location": [0, 0, 1.8], "rotation": [0, 0, 0]}
+
+
+def anomaly_rows(record: dict | None) -> list[dict]:
+    """The anomalies of one ANOMALY record, one dict each with `label_ids` (set of int), `type` (the blueprint id of
+    official files, or the label id of this project's files before the official format), `size` (the official
+    category string when there is one), `extent_m` (a numeric extent when known) and `sensor_location` ((x, y, z) in
+    the LiDAR frame when known, which tells apart two anomalies that carry the same label).
+
+    Official files hold one anomaly (`semantic_tags`, `anomaly_type_id`, `size`); this project's writer adds an
+    `anomalies` key listing every anomaly of the frame. Dynamic-anomaly records (vehicle_id, no size) map to label
+    100."""
+    if not record:
+        return []
+    items = record.get("anomalies")
+    if isinstance(items, (list, tuple)) and items and all(isinstance(i, dict) for i in items):
+        return [_normalise_row(i) for i in items]
+    return [_normalise_row(record)]
+
+
+def _int_tags(value) -> set:
+    if isinstance(value, (list, tuple, set)):
+        out = set()
+        for v in value:
+            try:
+                out.add(int(v))
+            except (TypeError, ValueError):
+                pass
+        return out
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {int(value)}
+    return set()
+
+
+def _normalise_row(row: dict) -> dict:
+    labels = _int_tags(row.get("semantic_tags"))
+    type_id = row.get("anomaly_type_id", row.get("vehicle_type_id"))
+    if isinstance(type_id, (int, float)) and not isinstance(type_id, bool):
+        labels.add(int(type_id))         # this project's files before the official format: a label id
+        type_id = int(type_id)
+    if not labels and ("vehicle_id" in row or "vehicle_type_id" in row):
+        labels = {100}
+    size = row.get("size")
+    extent = row.get("extent_m")
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        extent, size = float(size), None     # legacy numeric size
+    loc = row.get("sensor_location")
+    return {"label_ids": labels, "type": type_id if type_id is not None else "unknown",
+            "size": str(size) if size is not None else None,
+            "extent_m": float(extent) if isinstance(extent, (int, float)) else None,
+            "sensor_location": tuple(float(v) for v in loc) if isinstance(loc, (list, tuple)) and len(loc) == 3
+            else None,
+            "family": row.get("shape_family")}
+
 
 GEN_B_SENSORS = {  # key -> (folder prefix, unused, extension, required)
     "lidar": ("LIDAR", None, ".npy", True),
@@ -149,8 +243,8 @@ class ScenarioReader:
         self.path = Path(path)
         self.name = self.path.name
         self.layout = detect_layout(self.path) if layout == "auto" else layout
-        if self.layout not in ("gen_b", "gen_a", "gen_a_npy"):
-            raise ValueError(f"{self.path}: layout must be auto, gen_b or gen_a, got {layout!r}")
+        if self.layout not in ("gen_b", "gen_a", "gen_a_npy", "gt_only"):
+            raise ValueError(f"{self.path}: layout must be auto, gen_b, gen_a or gt_only, got {layout!r}")
         self.files: dict[str, dict[int, Path]] = {}
         self.problems: list[str] = []
         self._find_files()
@@ -158,11 +252,13 @@ class ScenarioReader:
 
     # ---- inventory
     def _find_files(self) -> None:
-        if self.layout == "gen_b":
+        if self.layout in ("gen_b", "gt_only"):
             folders = [p for p in self.path.iterdir() if p.is_dir()]
             for key, (prefix, _, ext, required) in GEN_B_SENSORS.items():
                 # 'LIDAR' does not match 'SEMANTIC-LIDAR...': prefixes are compared from the first character
                 matches = [p for p in folders if p.name.startswith(prefix)]
+                if self.layout == "gt_only" and key not in ("voxel_grid", "anomaly"):
+                    required = False
                 self._register(key, matches, ext, required, prefix + "*")
         else:
             for key, (folder, ext, required) in GEN_A_SENSORS.items():
@@ -180,6 +276,8 @@ class ScenarioReader:
         self.frames = sorted(common)
 
     def _required(self, key: str) -> bool:
+        if self.layout == "gt_only":
+            return key == "voxel_grid"
         table = GEN_B_SENSORS if self.layout == "gen_b" else GEN_A_SENSORS
         return table[key][-1]
 
@@ -195,17 +293,45 @@ class ScenarioReader:
 
     def _read_calibration(self) -> Calibration:
         setup_path = self.path / "sensor_setup.json"
+        self.sensor_setup: dict = {}
         if not setup_path.is_file():
             return calibration_from_setup(DEFAULT_CAMERA, DEFAULT_LIDAR, "default mono sensor set (no sensor_setup.json)")
         try:
             setup = json.loads(setup_path.read_text())
         except json.JSONDecodeError as err:
             raise FrameError(setup_path, f"malformed JSON: {err}") from err
-        camera = next((v for k, v in setup.items() if k.startswith("RGB-CAM")), None)
-        lidar = next((v for k, v in setup.items() if k.startswith("LIDAR")), None)
+        if not isinstance(setup, dict) or not all(isinstance(v, dict) for v in setup.values()):
+            raise FrameError(setup_path, "expected {sensor folder name: {sensor_type, location, rotation, args, ...}}")
+        self.sensor_setup = setup
+        camera = self._setup_entry(setup, "rgb", "RGB-CAM")
+        lidar = self._setup_entry(setup, "lidar", "LIDAR")
         if camera is None or lidar is None:
-            raise FrameError(setup_path, "needs an RGB-CAM* and a LIDAR* entry")
+            if self.layout == "gt_only":
+                return calibration_from_setup(DEFAULT_CAMERA, DEFAULT_LIDAR, "default mono sensor set")
+            raise FrameError(setup_path, f"needs an RGB-CAM and a LIDAR entry; keys: {sorted(setup)}")
         return calibration_from_setup(camera, lidar, str(setup_path))
+
+    def _setup_entry(self, setup: dict, key: str, sensor_type: str) -> dict | None:
+        """The sensor_setup.json entry of a sensor: keyed by its full folder name (official), else the one entry
+        whose sensor_type or key prefix names the sensor (older files)."""
+        folder = next(iter(self.files.get(key, {}).values()), None)
+        if folder is not None and folder.parent.name in setup:
+            return setup[folder.parent.name]
+        typed = [v for v in setup.values() if v.get("sensor_type") == sensor_type]
+        if typed:
+            return typed[0]
+        prefixed = [v for k, v in setup.items() if k.startswith(sensor_type) and
+                    not (sensor_type == "LIDAR" and k.startswith("SEMANTIC"))]
+        return prefixed[0] if prefixed else None
+
+    @property
+    def lidar_height(self) -> float:
+        """The LiDAR's mounting height (m) from sensor_setup.json (1.8 m, the mono set, without one)."""
+        entry = self._setup_entry(self.sensor_setup, "lidar", "LIDAR") if self.sensor_setup else None
+        try:
+            return float((entry or DEFAULT_LIDAR)["location"][2])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return 1.8
 
     def file(self, key: str, frame: int) -> Path:
         try:
@@ -304,6 +430,10 @@ class ScenarioReader:
         if not self.has("anomaly", frame):
             return None
         return parse_kv_csv(self.file("anomaly", frame))
+
+    def anomaly_rows(self, frame: int) -> list[dict]:
+        """The anomalies of a frame (see `anomaly_rows`); [] without an ANOMALY file."""
+        return anomaly_rows(self.read_anomaly(frame))
 
     def scenario_anomaly_info(self) -> dict | None:
         """The ANOMALY record of the first frame that has one (the scenario's anomaly), or None (normality)."""

@@ -47,27 +47,77 @@ def sensor_names(run_digits: str) -> dict:
     }
 
 
-def _sensor_setup(cfg: GeneratorConfig) -> dict:
-    cam_args = {"image_size_x": cfg.camera.width, "image_size_y": cfg.camera.height, "fov": cfg.camera.fov}
+def _sensor_setup(cfg: GeneratorConfig, names: dict) -> dict:
+    """sensor_setup.json as the official generator writes it: keyed by the full sensor folder names, sensor_type
+    = the folder prefix, file_ending with its dot, camera args image_height / image_width / camera_fov, location
+    (x, y, z) and rotation (x_rot, y_rot, z_rot) = (roll, pitch, yaw) in degrees."""
+    cam = cfg.camera
+    cam_args = {"image_height": cam.height, "image_width": cam.width, "camera_fov": float(cam.fov)}
     lid = cfg.lidar
-    lidar_args = {"channels": lid.channels, "upper_fov": lid.upper_fov, "lower_fov": lid.lower_fov,
-                  "range": lid.range, "rotation_frequency": lid.rotation_frequency,
+    lidar_args = {"range": float(lid.range), "upper_fov": float(lid.upper_fov), "lower_fov": float(lid.lower_fov),
+                  "channels": lid.channels, "rotation_frequency": float(lid.rotation_frequency),
                   "points_per_second": int(lid.channels * lid.azimuth_steps * lid.rotation_frequency),
-                  "noise_stddev": lid.noise_stddev, "dropoff_general_rate": lid.dropoff_general_rate,
-                  "atmosphere_attenuation_rate": lid.atmosphere_attenuation_rate}
-    location, rotation = [0, 0, 1.8], [0, 0, 0]
-    entry = lambda sensor_type, ending, args: {"sensor_type": sensor_type, "file_ending": ending,
-                                               "location": location, "rotation": rotation, "args": args,
-                                               "save_data": True}
+                  "noise_stddev": float(lid.noise_stddev), "dropoff_rate": float(lid.dropoff_general_rate),
+                  "dropoff_intensity_limit": 0.0, "dropoff_zero_intensity": 0.0}
+    semantic_args = {k: lidar_args[k] for k in ("range", "upper_fov", "lower_fov", "channels", "rotation_frequency",
+                                                "points_per_second")}
+
+    def entry(sensor_type, ending, args):
+        return {"sensor_type": sensor_type, "file_ending": ending, "location": [0, 0, 1.8], "rotation": [0, 0, 0],
+                "args": dict(args), "save_data": True}
+
     return {
-        f"RGB-CAM{POSE}": entry("sensor.camera.rgb", "png", cam_args),
-        f"DEPTH_CAM{POSE}": entry("sensor.camera.depth", "png", cam_args),
-        f"SEMANTIC-CAM{POSE}": entry("sensor.camera.semantic_segmentation", "png", cam_args),
-        f"INSTANCE-CAM{POSE}": entry("sensor.camera.instance_segmentation", "png", cam_args),
-        f"LIDAR{POSE}": entry("sensor.lidar.ray_cast", "npy", lidar_args),
-        f"SEMANTIC-LIDAR{POSE}": entry("sensor.lidar.ray_cast_semantic", "npy",
-                                       {k: v for k, v in lidar_args.items() if "noise" not in k and "drop" not in k}),
+        names["rgb"]: entry("RGB-CAM", ".png", cam_args),
+        names["depth"]: entry("DEPTH_CAM", ".png", cam_args),
+        names["semantic_cam"]: entry("SEMANTIC-CAM", ".png", cam_args),
+        names["instance_cam"]: entry("INSTANCE-CAM", ".png", cam_args),
+        names["lidar"]: entry("LIDAR", ".npy", lidar_args),
+        names["semantic_lidar"]: entry("SEMANTIC-LIDAR", ".npy", semantic_args),
     }
+
+
+LABEL_CATEGORY = {29: "home", 30: "animal", 31: "nature", 32: "special", 33: "airplane", 34: "falling",
+                  100: "dynamic"}
+# The official `size` is the asset's category; ours is given by the object's largest extent (m).
+SIZE_CATEGORIES = ((0.5, "Tiny"), (1.0, "Small"), (2.0, "Medium"), (3.5, "Big"), (float("inf"), "Huge"))
+
+
+def size_category(extent_m: float) -> str:
+    return next(name for upper, name in SIZE_CATEGORIES if extent_m < upper)
+
+
+def blueprint_id(anomaly: dict) -> str:
+    """An official-style blueprint id, `static.prop.o_<name>_<category>` (dynamic ones `dynamic.prop.o_...`)."""
+    kind = "dynamic" if anomaly["dynamic"] else "static"
+    return f"{kind}.prop.o_{anomaly['family']}_{LABEL_CATEGORY.get(anomaly['label'], 'special')}"
+
+
+def _tuple(values) -> tuple:
+    return tuple(round(float(v), 3) for v in values)
+
+
+def anomaly_record(scenario, anomalies: list, frame: int, scenario_uuid, time_s: float, ego) -> dict:
+    """ANOMALY file content: the official keys, in the official order, for the frame's first anomaly, then this
+    project's own facts as extra keys (`anomalies` lists every anomaly of the frame)."""
+    rows = []
+    for a in anomalies:
+        velocity = np.asarray(a.get("velocity", (0.0, 0.0, 0.0)), dtype=np.float64)
+        world = np.array([a["location"][0], a["location"][1], a["size"] / 2.0]) + velocity * time_s
+        rel = world - np.array([ego[0], ego[1], 0.0]) - np.array([0.0, 0.0, 1.8])
+        rows.append({"anomaly_id": int(a["instance"]), "anomaly_type_id": blueprint_id(a),
+                     "semantic_tags": [int(a["label"])], "size": size_category(a["size"]),
+                     "extent_m": round(float(a["size"]), 3), "shape_family": a["family"],
+                     "appearance": a["appearance"], "dynamic": bool(a["dynamic"]),
+                     "location": _tuple(world), "velocity": _tuple(velocity), "sensor_location": _tuple(rel)})
+    main = rows[0]
+    record = {"frame_id": int(frame), "scenario_id": str(scenario_uuid), "anomaly_id": main["anomaly_id"],
+              "anomaly_type_id": main["anomaly_type_id"], "anomaly_is_alive": True,
+              "semantic_tags": main["semantic_tags"], "location": main["location"], "velocity": main["velocity"],
+              "acceleration": (0.0, 0.0, 0.0), "role_name": "prop", "size": main["size"]}
+    record.update({"extent_m": main["extent_m"], "shape_family": main["shape_family"],
+                   "shape_families": [r["shape_family"] for r in rows], "appearance": main["appearance"],
+                   "dynamic": main["dynamic"], "num_anomalies": len(rows), "anomalies": rows})
+    return record
 
 
 def _csv(items: dict) -> str:
@@ -107,7 +157,7 @@ def generate_scenario(out_dir: Path, cfg: GeneratorConfig, index: int, run_digit
     for folder in list(names.values()) + ["ACTION", "ROUTE_MAP", "VOXEL_GRID"] + (
             ["ANOMALY"] if scenario.anomalies else []):
         (tmp / folder).mkdir()
-    (tmp / "sensor_setup.json").write_text(json.dumps(_sensor_setup(cfg), indent=2))
+    (tmp / "sensor_setup.json").write_text(json.dumps(_sensor_setup(cfg, names)))
     first_frame = cfg.first_tick + index * (cfg.frames + 37)
     anomaly_points = 0
     for k in range(cfg.frames):
@@ -133,19 +183,8 @@ def generate_scenario(out_dir: Path, cfg: GeneratorConfig, index: int, run_digit
         route[:, 30:34] = 255
         _save_png(tmp / "ROUTE_MAP" / f"ROUTE_MAP_{frame}.png", route, "L")
         if scenario.anomalies:
-            lines = {}
-            main = scenario.anomalies[0]
-            lines["anomaly_type_id"] = main["label"]
-            lines["semantic_tags"] = sorted({a["label"] for a in scenario.anomalies})
-            lines["size"] = main["size"]
-            rel = [round(float(main["location"][0] - ego[0]), 3), round(float(main["location"][1] - ego[1]), 3), 0.0]
-            lines["location"] = rel
-            lines["shape_family"] = main["family"]
-            lines["shape_families"] = [a["family"] for a in scenario.anomalies]
-            lines["appearance"] = main["appearance"]
-            lines["dynamic"] = main["dynamic"]
-            lines["num_anomalies"] = len(scenario.anomalies)
-            (tmp / "ANOMALY" / f"ANOMALY_{frame}.csv").write_text(_csv(lines))
+            record = anomaly_record(scenario, scenario.anomalies, frame, scenario_uuid, time_s, ego)
+            (tmp / "ANOMALY" / f"ANOMALY_{frame}.csv").write_text(_csv(record))
         anomaly_points += int(np.isin(semantic[:, 3], ANOMALY_LABELS).sum())
     os.replace(tmp, final)
     return {"name": name, "skipped": False, "anomalies": [a["family"] for a in scenario.anomalies],
