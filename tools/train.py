@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from pcdet_anomaly.engine.cli import common_parser, load_cfg_from_args, run_dir_for  # noqa: E402
 from pcdet_anomaly.engine.distributed import cleanup, init_distributed  # noqa: E402
 from pcdet_anomaly.engine.guard import GuardStop  # noqa: E402
-from pcdet_anomaly.engine.trainer import Trainer  # noqa: E402
+from pcdet_anomaly.engine.trainer import PREEMPT_EXIT_CODE, Preempted, Trainer  # noqa: E402
 from pcdet_anomaly.utils.common_utils import create_logger, set_random_seed  # noqa: E402
 
 
@@ -50,6 +50,10 @@ def main(argv=None):
         logger.error("training stopped by the learning guard: %s", err)
         cleanup()
         sys.exit(3)
+    except Preempted as err:
+        logger.warning("%s", err)
+        cleanup()
+        sys.exit(PREEMPT_EXIT_CODE)
     logger.info("done: %s; best %s %.4f at epoch %d; run folder %s", result["status"], cfg.TRAIN.BEST_METRIC,
                 abs(result["best_metric"]) if result["best_epoch"] >= 0 else float("nan"), result["best_epoch"],
                 out_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from ..utils.common_utils import worker_init_fn
 from .anovox import AnoVoxDataset
@@ -22,30 +22,51 @@ def build_dataset(dataset_cfg, split, training, logger=None, root_path=None):
 
 
 class EpochSeededSampler(torch.utils.data.Sampler):
-    """Shuffles with a permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
+    """Shuffles with a permutation that depends only on (seed, epoch), so a resumed run sees the same order; shards it
+    over `world_size` ranks; `set_start(k)` skips the first k indices of this rank for the next pass (a run resumed in
+    the middle of an epoch continues where it stopped).
 
-    def __init__(self, dataset, seed: int = 0, shuffle: bool = True):
+    Training (pad=True) pads the permutation to a multiple of the world size, as DistributedSampler does; evaluation
+    (pad=False) gives each frame to exactly one rank, so gathered results equal a single-process evaluation."""
+
+    def __init__(self, dataset, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 pad: bool = True):
         self.dataset, self.seed, self.shuffle, self.epoch = dataset, seed, shuffle, 0
+        self.rank, self.world_size, self.pad, self.start = rank, world_size, pad, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = int(start)
+
+    def _indices(self) -> list[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        if self.world_size > 1:
+            if self.pad and n % self.world_size:
+                order += order[: self.world_size - n % self.world_size]
+            order = order[self.rank::self.world_size]
+        return order
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(len(self.dataset)))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(len(self.dataset), generator=g).tolist())
+        return iter(self._indices()[self.start:])
 
     def __len__(self):
-        return len(self.dataset)
+        return max(0, len(self._indices()) - self.start)
 
 
 def build_dataloader(dataset_cfg, split, batch_size, training, workers=0, dist=False, seed=0, logger=None,
                      root_path=None):
     dataset = build_dataset(dataset_cfg, split, training, logger, root_path)
     dataset.set_epoch(0, seed)
-    sampler = DistributedSampler(dataset, shuffle=training, seed=seed) if dist else EpochSeededSampler(
-        dataset, seed, shuffle=training)
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+    sampler = EpochSeededSampler(dataset, seed, shuffle=training, rank=rank, world_size=world, pad=training)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
                         num_workers=workers, collate_fn=collate_batch, pin_memory=False, drop_last=False,

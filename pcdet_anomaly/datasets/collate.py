@@ -10,7 +10,9 @@ batch_dict (what every model stage reads and writes; N = points in the batch, V 
     images          [B, 3, H, W] float32 normalised RGB (absent when DATA_CONFIG.IMAGE.ENABLED is false)
     calib           list of B dicts: intrinsics [3, 3], lidar_to_cam [4, 4], image_hw (H, W) - all torch
     aug_matrix      [B, 4, 4] float64    original LiDAR frame -> augmented frame
-    frame_id        list of B ints;  scene_id  list of B str;  batch_size  int
+    frame_id        list of B ints;  scene_id  list of B str;  batch_size  int (good frames only)
+    bad_frames      list of {bad_frame, error, scene_id, frame_id}: frames dropped under BAD_FRAME_POLICY skip
+                    (a batch may hold none of its frames: batch_size 0 and only this key besides)
 Models add: voxel_features [V, C] (VFE), voxel_logits [V], voxel_scores [V], point_scores [N], ...
 """
 from __future__ import annotations
@@ -22,7 +24,11 @@ __all__ = ["collate_batch", "batch_to_device"]
 
 
 def collate_batch(samples: list[dict]) -> dict:
-    out: dict = {"batch_size": len(samples)}
+    bad = [s for s in samples if s is not None and "bad_frame" in s]
+    samples = [s for s in samples if s is not None and "bad_frame" not in s]
+    out: dict = {"batch_size": len(samples), "bad_frames": bad}
+    if not samples:
+        return out
     points, coords, p2v, extra = [], [], [], {}
     voxel_offset = 0
     for b, s in enumerate(samples):

@@ -13,7 +13,7 @@ import torch
 
 from .. import __version__
 from ..config import _to_plain
-from ..utils.common_utils import atomic_write_bytes
+from . import faults
 
 __all__ = ["CheckpointError", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
            "find_resume_checkpoint", "rotate_checkpoints", "unwrap"]
@@ -31,8 +31,11 @@ def unwrap(model):
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_pos": int(np_state[2]), "python": repr(random.getstate())}
+    state = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+             "numpy_pos": int(np_state[2]), "python": repr(random.getstate())}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -41,6 +44,9 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     py = ast.literal_eval(state["python"])
     random.setstate((py[0], tuple(py[1]), py[2]))
+    if state.get("cuda") and torch.cuda.is_available():
+        cuda_states = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states + [cuda_states[-1]] * (torch.cuda.device_count() - len(cuda_states)))
 
 
 def save_checkpoint(path: Path, model, optimizer=None, scheduler=None, scaler=None, epoch: int = 0,
@@ -58,8 +64,26 @@ def save_checkpoint(path: Path, model, optimizer=None, scheduler=None, scaler=No
     torch.save(state, buffer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
+    _atomic_write(path, buffer.getvalue())
     return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename: a write that fails half-way (full disk, kill, injected fault) leaves the previous
+    file as it was and no half file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            faults.checkpoint_write_fault(path, data)
+            f.write(data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

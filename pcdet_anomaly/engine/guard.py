@@ -35,12 +35,22 @@ class LearningGuard:
         if fatal or (self.cfg.STOP_ON_FAILURE and self.cfg.ENABLED):
             raise GuardStop(f"learning guard [{kind}]: {message}")
 
-    def check_step_loss(self, loss_value: float, epoch: int) -> bool:
-        """Returns False when the step must be skipped (non-finite loss)."""
+    def note(self, kind: str, message: str, epoch: int) -> None:
+        """A warning that is not a learning failure (e.g. no anomaly in the training split): logged with the banner
+        and kept in guard.json, never a stop."""
+        if any(e["kind"] == kind for e in self.events):
+            return
+        self.events.append({"kind": kind, "epoch": epoch, "message": message})
+        bar = "!" * 100
+        self.logger.warning("\n%s\nLEARNING GUARD [%s]: %s\n%s", bar, kind, message, bar)
+
+    def check_step_loss(self, loss_value: float, epoch: int, where: str = "") -> bool:
+        """Returns False when the step must be skipped (non-finite loss). The trainer calls it with the same value on
+        every rank (a NaN on any rank skips the step everywhere), so the counters agree across ranks."""
         if not math.isfinite(loss_value):
             self.nonfinite_in_row += 1
             self.nonfinite_total += 1
-            self.logger.warning("non-finite loss (%s): step skipped (%d in a row, %d in total)", loss_value,
+            self.logger.warning("non-finite loss%s: step skipped on every rank (%d in a row, %d in total)", where,
                                 self.nonfinite_in_row, self.nonfinite_total)
             if self.nonfinite_in_row >= self.cfg.MAX_NONFINITE_STEPS:
                 self._raise("nonfinite_loss", f"{self.nonfinite_in_row} non-finite losses in a row; "

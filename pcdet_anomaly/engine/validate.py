@@ -12,7 +12,7 @@ import cuda_ops
 from ..datasets import batch_to_device
 from ..evaluation import VoxelEvaluator, frame_ground_truth
 
-__all__ = ["run_inference"]
+__all__ = ["run_inference", "merge_score_stats"]
 
 
 @torch.no_grad()
@@ -30,8 +30,12 @@ def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | Non
     vis = None
     n, mean, m2 = 0, 0.0, 0.0
     frames_done = 0
+    bad_frames = []
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
     for batch in bar:
+        bad_frames += batch.get("bad_frames", [])       # dropped, not scored (and never scored twice)
+        if batch["batch_size"] == 0:
+            continue
         batch = batch_to_device(batch, device)
         out = model(batch)
         points = out["points"].detach().float().cpu()
@@ -72,5 +76,23 @@ def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | Non
             frames_done += 1
         if 0 < max_frames <= frames_done:
             break
+    evaluator.stats["bad_frames"] += len(bad_frames)
     std = float(np.sqrt(m2 / max(n - 1, 1))) if n > 1 else 0.0
-    return evaluator, vis, {"voxel_score_mean": mean, "voxel_score_std": std, "voxels": n}
+    return evaluator, vis, {"voxel_score_mean": mean, "voxel_score_std": std, "voxels": n, "m2": m2,
+                            "bad_frames": [{k: v for k, v in b.items()} for b in bad_frames]}
+
+
+def merge_score_stats(parts: list[dict]) -> dict:
+    """Chan's parallel update over the ranks' score statistics."""
+    n, mean, m2, bad = 0, 0.0, 0.0, []
+    for p in parts:
+        bn = p["voxels"]
+        bad += p.get("bad_frames", [])
+        if bn == 0:
+            continue
+        delta = p["voxel_score_mean"] - mean
+        mean += delta * bn / (n + bn)
+        m2 += p["m2"] + delta ** 2 * n * bn / (n + bn)
+        n += bn
+    std = float(np.sqrt(m2 / max(n - 1, 1))) if n > 1 else 0.0
+    return {"voxel_score_mean": mean, "voxel_score_std": std, "voxels": n, "m2": m2, "bad_frames": bad}

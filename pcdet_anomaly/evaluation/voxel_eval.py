@@ -230,6 +230,30 @@ class VoxelEvaluator:
                 for name in sorted({g for g in groups[kind][is_anom] if g is not None}):
                     add(name, normal | (groups[kind] == name))
 
+    def state(self) -> dict:
+        """Everything accumulated, as plain arrays (for gathering the shards of a distributed evaluation)."""
+        if self.streaming:
+            groups = {g: {p: (h.pos, h.neg) for p, h in pool.hist.items()} for g, pool in self.groups.items()}
+        else:
+            groups = {g: (np.concatenate(p.labels), np.concatenate(p.scores), np.concatenate(p.found))
+                      for g, p in self.groups.items() if p.labels}
+        return {"groups": groups, "frames": self.frames, "coverage": dict(self.coverage), "stats": dict(self.stats)}
+
+    def merge_state(self, state: dict) -> None:
+        """Add another evaluator's state: the result equals one evaluator that saw both sets of frames."""
+        self.frames += state["frames"]
+        for key, value in state["coverage"].items():
+            self.coverage[key] += value
+        for key, value in state["stats"].items():
+            self.stats[key] += value
+        for group, value in state["groups"].items():
+            if self.streaming:
+                for policy, (pos, neg) in value.items():
+                    self.groups[group].hist[policy].pos += pos
+                    self.groups[group].hist[policy].neg += neg
+            else:
+                self.groups[group].add(*value)
+
     def _metrics(self, group, policy) -> dict:
         if self.streaming:
             return self.groups[group].hist[policy].metrics()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 __all__ = ["ROOT_DIR", "resolve_path", "create_logger", "set_random_seed", "get_rank", "get_world_size",
-           "is_main_process", "worker_init_fn", "atomic_write_bytes"]
+           "is_main_process", "worker_init_fn"]
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
@@ -71,13 +71,3 @@ def worker_init_fn(worker_id: int, base_seed: int = 0) -> None:
     seed = (base_seed + worker_id + 1000 * get_rank()) % (2 ** 32)
     np.random.seed(seed)
     random.seed(seed)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

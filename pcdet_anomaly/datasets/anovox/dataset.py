@@ -126,17 +126,19 @@ class AnoVoxDataset(DatasetTemplate):
         if seed is not None:
             self.seed = int(seed)
 
-    def __getitem__(self, index: int) -> dict:
-        for attempt in range(len(self.frames)):
-            i = (index + attempt) % len(self.frames)
-            try:
-                return self.prepare_sample(i)
-            except FrameError as err:
-                if self.dataset_cfg.BAD_FRAME_POLICY == "stop":
-                    raise
-                self.bad_frames[str(err.path)] += 1
-                self.logger.warning("skipping bad frame (%d so far): %s", sum(self.bad_frames.values()), err)
-        raise RuntimeError(f"{self.root_path}: every frame of split '{self.split}' is unreadable")
+    def __getitem__(self, index: int) -> dict | None:
+        """The sample of frame `index`; under BAD_FRAME_POLICY 'skip' a bad frame gives a marker
+        {'bad_frame': path, 'error': message, 'scene_id', 'frame_id'} that collate_batch drops and reports (a bad
+        frame is dropped, never replaced by another one, so no frame is trained on or scored twice)."""
+        try:
+            return self.prepare_sample(index)
+        except FrameError as err:
+            if self.dataset_cfg.BAD_FRAME_POLICY == "stop":
+                raise
+            name, frame = self.frames[index]
+            self.bad_frames[str(err.path)] += 1
+            self.logger.warning("skipping bad frame %s %d: %s", name, frame, err)
+            return {"bad_frame": str(err.path), "error": str(err), "scene_id": name, "frame_id": int(frame)}
 
     # ---- steps
     def point_label_ids(self, reader: ScenarioReader, frame: int, points: np.ndarray) -> np.ndarray:
