@@ -149,6 +149,16 @@ def load_config(cfg_file: str | os.PathLike, overrides: Iterable[str] | None = N
     return cfg
 
 
+def _schema_is_open(parts: list[str]) -> bool:
+    """Whether the schema declares this key an open mapping (default {})."""
+    node: Any = _read_yaml(SCHEMA_PATH)
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, dict) and not node
+
+
 def cfg_from_list(items: list[str], cfg: EasyDict) -> EasyDict:
     """Apply ['A.B.C', 'value', ...] in place; values are parsed as YAML and type-checked."""
     if len(items) % 2 != 0:
@@ -168,7 +178,9 @@ def cfg_from_list(items: list[str], cfg: EasyDict) -> EasyDict:
         if not isinstance(node, dict) or leaf not in node:
             raise ConfigError(f"--set: unknown key '{key_path}'")
         current = node[leaf]
-        if isinstance(current, dict) and isinstance(value, dict):
+        if isinstance(current, dict) and isinstance(value, dict) and _schema_is_open(parts):
+            node[leaf] = _to_easydict(value)       # an open mapping (DATA_CONFIG.SPLIT.LISTS): replaced whole
+        elif isinstance(current, dict) and isinstance(value, dict):
             node[leaf] = _to_easydict(merge_strict(current, value, "--set", key_path + "."))
         else:
             node[leaf] = _to_easydict(_check_type(current, value, key_path, "--set"))

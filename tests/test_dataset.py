@@ -179,7 +179,7 @@ def test_frame_missing_in_one_sensor_is_reported_and_skip_policy_counts(synth_co
         build_dataset(cfg_for(synth_copy, BAD_FRAME_POLICY="stop"), "all", training=False)
     ds = build_dataset(cfg_for(synth_copy, BAD_FRAME_POLICY="skip"), "all", training=False)
     assert len(ds) == 7 and any("missing in voxel_grid" in p for p in ds.problems)
-    # a corrupt frame under 'skip' is counted and the next frame is returned
+    # a corrupt frame under 'skip' is dropped (a marker that collate removes and reports), never replaced
     lidar_dir = next(p for p in scen.iterdir() if p.name.startswith("LIDAR"))
     lidar = sorted(lidar_dir.iterdir())[1]            # the frame that still has every sensor
     lidar.write_bytes(b"garbage")
@@ -187,7 +187,13 @@ def test_frame_missing_in_one_sensor_is_reported_and_skip_policy_counts(synth_co
     bad_index = next(i for i, (n, f) in enumerate(ds.frames) if n == scen.name
                      and ds.readers[n].file("lidar", f) == lidar)
     sample = ds[bad_index]
-    assert sample["frame_id"] != ds.frames[bad_index][1] and sum(ds.bad_frames.values()) == 1
+    assert sample["bad_frame"] == str(lidar) and sample["frame_id"] == ds.frames[bad_index][1]
+    assert sum(ds.bad_frames.values()) == 1
+    good = ds[(bad_index + 1) % len(ds)]
+    batch = collate_batch([sample, good])
+    assert batch["batch_size"] == 1 and batch["frame_id"] == [good["frame_id"]]
+    assert [b["bad_frame"] for b in batch["bad_frames"]] == [str(lidar)]
+    assert collate_batch([sample])["batch_size"] == 0
 
 
 # ---------------------------------------------------------------- Gen-A

@@ -137,7 +137,7 @@ def test_guard_flags_chance_auroc_and_flat_loss():
     from easydict import EasyDict
     from pcdet_anomaly.engine.guard import LearningGuard
     cfg = EasyDict(ENABLED=True, STOP_ON_FAILURE=False, FLAT_WINDOW=2, FLAT_REL_TOL=1e-3, MIN_SCORE_STD=1e-4,
-                   CHANCE_TOL=0.02, MAX_NONFINITE_STEPS=3)
+                   CHANCE_TOL=0.02, MAX_NONFINITE_STEPS=3, MIN_UPDATE_RATIO=1e-9)
     guard = LearningGuard(cfg)
     guard.check_epoch(1, 0.5, score_std=0.1, val_auroc=0.9)
     assert not guard.events

@@ -37,6 +37,8 @@ def check(root: Path, deep: bool = False) -> dict:
         report["frames"] += len(reader.frames)
         report["problems"] += [f"{path.name}: {p}" for p in reader.problems]
         anomaly_frames = [f for f in reader.frames if reader.has("anomaly", f)]
+        report["problems"] += [f"{path.name}: {p}" for p in
+                               reader.anomaly_file_problems()]      # every ANOMALY file: they are small
         report["anomaly_frames"] += len(anomaly_frames)
         report["normality_scenarios"] += not anomaly_frames
         if reader.layout != "gt_only":

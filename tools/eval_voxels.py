@@ -41,6 +41,10 @@ def main(argv=None):
                         help="keep ground-truth voxels within this xy range (m); default EVAL_GRID.MAX_RANGE (50); "
                              "-1: the whole grid")
     parser.add_argument("--streaming", action="store_true", help="histogram mode for data beyond memory")
+    parser.add_argument("--allow_missing", action="store_true",
+                        help="score what is there when scenarios or frames have no predictions, and list them in the "
+                             "report (default: an error). Expected scenarios: the predictions folder's manifest.json "
+                             "(tools/test.py writes it), else every scenario of --data")
     parser.add_argument("--set", dest="set_cfgs", nargs="+", default=None)
     args = parser.parse_args(argv)
     cfg = load_config(args.cfg, args.set_cfgs)
@@ -52,7 +56,8 @@ def main(argv=None):
     max_range = eg.MAX_RANGE if args.max_range is None else args.max_range
     summary, evaluator = evaluate_folder(resolve_path(args.data), pred, cfg.DATA_CONFIG.LABELS, eg,
                                          args.pred_type, args.score_rule, policy, args.protocol, args.gt_source,
-                                         max_range, args.streaming, cfg.DATA_CONFIG.LAYOUT, logger)
+                                         max_range, args.streaming, cfg.DATA_CONFIG.LAYOUT, logger,
+                                         allow_missing=args.allow_missing)
     print(format_table(summary))
     paths = write_reports(summary, out)
     if not args.streaming:

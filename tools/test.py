@@ -19,6 +19,7 @@ from pcdet_anomaly.engine.cli import common_parser, load_cfg_from_args, run_dir_
 from pcdet_anomaly.engine.distributed import init_distributed  # noqa: E402
 from pcdet_anomaly.engine.validate import run_inference  # noqa: E402
 from pcdet_anomaly.evaluation import format_table, plot_curves, write_reports  # noqa: E402
+from pcdet_anomaly.evaluation.folder_eval import write_manifest  # noqa: E402
 from pcdet_anomaly.models import build_network  # noqa: E402
 from pcdet_anomaly.utils.common_utils import create_logger  # noqa: E402
 
@@ -29,9 +30,11 @@ def evaluate_checkpoint(cfg, ckpt: Path, split: str, out_root: Path, device, wor
     dataset, loader, _ = build_dataloader(cfg.DATA_CONFIG, split, cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU, False,
                                           workers, False, cfg.TRAIN.SEED, logger)
     out = out_root / ckpt.stem / split
+    write_manifest(out / "predictions", dataset.scenarios, split)
     evaluator, _, stats = run_inference(model, loader, dataset, cfg.DATA_CONFIG, device, out / "predictions",
                                         progress=progress, desc=f"test {ckpt.stem}")
     summary = evaluator.summary()
+    summary["bad_frames"] = [b["bad_frame"] for b in stats.pop("bad_frames", [])]
     summary["score_stats"] = stats
     summary["checkpoint"] = str(ckpt)
     print(format_table(summary))

@@ -5,6 +5,7 @@ PCDET_ANOMALY_FAULTS is a comma-separated list of faults, each `kind@step[:rank]
   sigterm@S[:R]        rank R sends itself SIGTERM before global step S (what SLURM / Kubernetes do on preemption)
   kill@S[:R]           rank R dies with SIGKILL before global step S (no handler can run)
   ckpt_fail@N          the N-th checkpoint write (1-based, counted per process) fails half-way with an OSError
+  cpu_scaler@0         a CPU run uses an enabled GradScaler, so the mixed-precision skip path runs without a GPU
 Nothing here runs in a normal training: `active()` is False and every hook returns at once.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["active", "parse", "loss_fault", "signal_fault", "checkpoint_write_fault", "ENV"]
+__all__ = ["active", "parse", "has", "loss_fault", "signal_fault", "checkpoint_write_fault", "ENV"]
 
 ENV = "PCDET_ANOMALY_FAULTS"
 _ckpt_writes = 0
@@ -28,7 +29,7 @@ def parse(text: str | None = None) -> list[tuple[str, int, int | None]]:
             faults.append((kind, int(step), int(rank) if rank else None))
         except ValueError:
             raise ValueError(f"{ENV}: cannot parse {item!r}; expected kind@step[:rank]") from None
-        if kind not in ("nan_loss", "sigterm", "kill", "ckpt_fail"):
+        if kind not in ("nan_loss", "sigterm", "kill", "ckpt_fail", "cpu_scaler"):
             raise ValueError(f"{ENV}: unknown fault {kind!r} in {item!r}")
     return faults
 
@@ -39,6 +40,10 @@ def active() -> bool:
 
 def _match(kind: str, step: int, rank: int) -> bool:
     return any(k == kind and s == step and (r is None or r == rank) for k, s, r in parse())
+
+
+def has(kind: str) -> bool:
+    return active() and any(k == kind for k, _, _ in parse())
 
 
 def loss_fault(loss, step: int, rank: int):

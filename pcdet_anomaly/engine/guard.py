@@ -1,6 +1,7 @@
 """The learning guard: notices when a run is not learning and says so loudly.
 
-Checks: loss exactly zero; loss flat over FLAT_WINDOW evaluations; predicted scores with near-zero spread;
+Checks: loss exactly zero; loss flat over FLAT_WINDOW evaluations, or weights that did not move in an epoch
+(relative change below MIN_UPDATE_RATIO: LR 0, everything frozen); predicted scores with near-zero spread;
 validation AUROC at chance; non-finite losses (the step is skipped, and after MAX_NONFINITE_STEPS in a row the run
 stops with advice). Warnings are logged with a banner and kept in `events` (written to guard.json for the monitor).
 """
@@ -60,9 +61,15 @@ class LearningGuard:
         return True
 
     def check_epoch(self, epoch: int, mean_loss: float, score_std: float | None = None,
-                    val_auroc: float | None = None) -> None:
+                    val_auroc: float | None = None, update_ratio: float | None = None) -> None:
         if not self.cfg.ENABLED:
             return
+        if update_ratio is not None and update_ratio < self.cfg.MIN_UPDATE_RATIO:
+            # the loss of such a run only moves with the data's randomness (augmentation, order): a loss-spread test
+            # alone can miss it, the weights cannot
+            self._raise("flat_loss", f"the weights moved by {update_ratio:.1e} (relative) in epoch {epoch}: nothing "
+                        f"is learned, whatever the loss does (learning rate 0? every parameter frozen? gradients "
+                        f"zero?)", epoch)
         if mean_loss == 0.0:
             self._raise("zero_loss", "the training loss is exactly 0.0: targets are probably missing or constant "
                         "(a loss that cannot be lowered further teaches nothing)", epoch)

@@ -101,6 +101,8 @@ class Trainer:
                            "run stays in float32 (AMP applies on CUDA: float16 with a gradient scaler)")
             self.amp = False
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        if faults.has("cpu_scaler") and device.type == "cpu":
+            self.scaler = torch.amp.GradScaler("cpu", enabled=True)      # test hook: AMP's scaler path on a CPU
         self.guard = LearningGuard(opt.GUARD, logger)
         for kind, message in getattr(self, "_startup_warnings", []):
             self.guard.note(kind, message, 0)
@@ -274,6 +276,8 @@ class Trainer:
         if first:      # resumed in the middle of this epoch: the sampler skips what was trained before
             self.train_sampler.set_start(first * self.cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU)
         losses, score_stds = [], []
+        trainable = [p for p in unwrap(self.model).parameters() if p.requires_grad]
+        start_params = torch.cat([p.detach().flatten().double() for p in trainable]) if trainable else None
         total = len(self.train_loader) + first
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.OPTIMIZATION.NUM_EPOCHS}",
                    unit="batch", disable=not self.progress, dynamic_ncols=True, initial=first, total=total)
@@ -320,8 +324,12 @@ class Trainer:
             self.logger.warning("epoch %d: %d bad frame(s) dropped from training (%d in the run)", self.epoch + 1,
                                 bad_frames, self.bad_frames_total)
         mean_loss = total_loss / count if count else math.nan
+        update_ratio = None
+        if start_params is not None:     # how far the weights moved this epoch (0 with LR 0 or frozen parameters)
+            now = torch.cat([p.detach().flatten().double() for p in trainable])
+            update_ratio = float((now - start_params).norm() / start_params.norm().clamp_min(1e-12))
         return {"loss": mean_loss, "score_std": float(np.mean(score_stds)) if score_stds else 0.0,
-                "seconds": time.time() - start, "bad_frames": bad_frames}
+                "seconds": time.time() - start, "bad_frames": bad_frames, "update_ratio": update_ratio}
 
     # ------------------------------------------------------------------ validation and bookkeeping
     def validate(self, epoch_stats: dict) -> dict | None:
@@ -469,7 +477,8 @@ class Trainer:
                     self._write_state(eta)
                     try:
                         self.guard.check_epoch(self.epoch, stats["loss"], record["val_score_std"] if record else
-                                               stats["score_std"], record["auroc"] if record else None)
+                                               stats["score_std"], record["auroc"] if record else None,
+                                               update_ratio=stats.get("update_ratio"))
                     except GuardStop:
                         self._sync_flag(2)
                         raise

@@ -53,6 +53,14 @@ def format_table(summary: dict) -> str:
         lines.append(f"{name:<{width}} " + " ".join(f"{_fmt(m.get(c, '')):>14}" for c in cols))
     if summary.get("matching"):
         lines.append("matching: " + ", ".join(f"{k}={v}" for k, v in summary["matching"].items()))
+    bad = summary.get("bad_frames")
+    if bad:
+        lines.append(f"BAD FRAMES dropped, not scored: {len(bad)}: " + ", ".join(map(str, bad[:5])) +
+                     (" ..." if len(bad) > 5 else ""))
+    missing = summary.get("missing_predictions") or {}
+    if missing.get("scenarios") or missing.get("frames"):
+        lines.append(f"MISSING PREDICTIONS (not scored; expected by {missing.get('expected_by')}): scenarios "
+                     f"{missing.get('scenarios')}, frames {missing.get('frames')}")
     if "warning" in summary.get("scene_mean", {}):
         lines.append("WARNING: " + summary["scene_mean"]["warning"])
     return "\n".join(lines)

@@ -427,9 +427,26 @@ class ScenarioReader:
         return arr.astype(np.uint16, copy=False)
 
     def read_anomaly(self, frame: int) -> dict | None:
+        """The frame's ANOMALY record; None without a file. An empty or unparsable file gives {} and a warning that
+        names it (the frame still holds an anomaly: its voxels say so, only the row is lost)."""
         if not self.has("anomaly", frame):
             return None
-        return parse_kv_csv(self.file("anomaly", frame))
+        path = self.file("anomaly", frame)
+        try:
+            record = parse_kv_csv(path)
+        except FrameError as err:
+            self._warn_anomaly(path, f"malformed ANOMALY file ({err}); its anomaly type and size are unknown")
+            return {}
+        if not record:
+            self._warn_anomaly(path, "empty ANOMALY file: its anomaly type and size are unknown")
+        return record
+
+    def _warn_anomaly(self, path, message):
+        warned = self.__dict__.setdefault("_anomaly_warned", set())
+        if path not in warned:
+            warned.add(path)
+            import logging
+            logging.getLogger("pcdet_anomaly").warning("%s: %s", path, message)
 
     def anomaly_rows(self, frame: int) -> list[dict]:
         """The anomalies of a frame (see `anomaly_rows`); [] without an ANOMALY file."""
@@ -440,7 +457,21 @@ class ScenarioReader:
         if not self.files.get("anomaly"):
             return None
         first = min(self.files["anomaly"])
-        return parse_kv_csv(self.files["anomaly"][first])
+        return self.read_anomaly(first)
+
+    def anomaly_file_problems(self, frames=None) -> list[str]:
+        """Empty or malformed ANOMALY files among `frames` (default: all)."""
+        out = []
+        for frame in sorted(self.files.get("anomaly", {})) if frames is None else frames:
+            if not self.has("anomaly", frame):
+                continue
+            path = self.file("anomaly", frame)
+            try:
+                if not parse_kv_csv(path):
+                    out.append(f"{path}: empty ANOMALY file (anomaly type and size unknown)")
+            except FrameError as err:
+                out.append(f"{err} (malformed ANOMALY file)")
+        return out
 
 
 assert len(GEN_A_PALETTE) >= 29
