@@ -57,17 +57,24 @@ def summarise(run_dir: Path, last: int = 50) -> str:
                      f"{recent[0]:.4f} -> last {recent[-1]:.4f}, trend {trend} ({slope:+.2e}/log step); lr "
                      f"{steps[-1]['lr']:.2e}")
     if history:
-        lines.append("validation:  epoch   auroc      ap   fpr95  train_loss")
+        lines.append("validation:  epoch   auroc      ap   fpr95  train_loss  ap(intersect)  GT predicted  bad frames")
         for r in history:
             f = lambda v: "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.4f}"
             lines.append(f"             {r['epoch']:5d}  {f(r.get('auroc'))}  {f(r.get('ap'))}  {f(r.get('fpr95'))}"
-                         f"  {f(r.get('train_loss'))}")
+                         f"  {f(r.get('train_loss'))}        {f(r.get('ap_intersect'))}        "
+                         f"{f(r.get('gt_fraction_predicted'))}  {r.get('val_bad_frames', 0)} val / "
+                         f"{r.get('train_bad_frames', 0)} train")
     events = guard.get("events", [])
     lines.append(f"learning guard: {len(events)} warning(s)" + ("" if events else " - none"))
     for e in events:
         lines.append(f"  ! epoch {e['epoch']} [{e['kind']}] {e['message']}")
     if guard.get("nonfinite_total"):
         lines.append(f"  non-finite losses skipped: {guard['nonfinite_total']}")
+    if guard.get("skipped_steps"):
+        lines.append(f"  micro-batches skipped on every rank (non-finite loss or no readable frame): "
+                     f"{guard['skipped_steps']}")
+    if guard.get("bad_frames_total"):
+        lines.append(f"  bad frames dropped from training (all workers and ranks): {guard['bad_frames_total']}")
     return "\n".join(lines)
 
 

@@ -302,7 +302,6 @@ class Trainer:
             grad_norm = None
             if (i + 1) % self.accum == 0 or i + 1 == total:
                 grad_norm = self._optimizer_step()
-                self._preempt_now(i + 1)
             lr = self.optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
             if self.is_main and grad_norm is not None and not skipped and (
@@ -314,6 +313,8 @@ class Trainer:
                 for key, v in record.items():
                     if key not in ("epoch", "step", "time"):
                         self.writer.add_scalar(f"train/{key}", v, self.global_step)
+            if grad_norm is not None:        # a step boundary: a signalled run checkpoints and stops here
+                self._preempt_now(i + 1)
         self.batch_in_epoch = 0
         # the epoch's loss is the mean over every rank's steps; dropped frames are counted over every rank
         total_loss = self._all_ranks(float(np.sum(losses)) if losses else 0.0, "sum")
