@@ -72,8 +72,9 @@ def test_nonfinite_step_skipped_under_an_enabled_grad_scaler(synth_root, tmp_pat
 
 @pytest.mark.parametrize("scaler", [False, True], ids=["fp32", "grad_scaler"])
 def test_nan_on_one_rank_of_two_skips_on_both_without_hang(synth_root, tmp_path, scaler):
-    """torchrun, gloo, two local 'nodes' (--nnodes 2, c10d rendezvous): rank 1 meets a NaN at step 1."""
-    cfg = tiny_cfg(synth_root, epochs=1)
+    """torchrun, gloo, two local 'nodes' (--nnodes 2, c10d rendezvous): rank 1 meets a NaN at step 1 (one step per
+    epoch and rank here: the first step of epoch 2)."""
+    cfg = tiny_cfg(synth_root, epochs=2)
     cfg_file = tmp_path / "tiny.yaml"
     save_config(cfg, cfg_file)
     run = tmp_path / "run"
@@ -91,7 +92,7 @@ def test_nan_on_one_rank_of_two_skips_on_both_without_hang(synth_root, tmp_path,
     state = json.loads((run / "run_state.json").read_text())
     assert state["status"] == "finished" and state["world_size"] == 2
     # validation ran sharded on both ranks and scored each validation frame once
-    metrics = json.loads((run / "eval" / "epoch_1" / "metrics.json").read_text())
+    metrics = json.loads((run / "eval" / "epoch_2" / "metrics.json").read_text())
     assert metrics["frames"] == 2
 
 
@@ -215,3 +216,47 @@ def test_sharded_evaluation_merges_to_the_single_process_numbers():
         parts[j % 2].add(scene, frame, vox, ids, lab, pvox, scores)
     parts[0].merge_state(parts[1].state())
     assert parts[0].summary() == whole.summary()
+
+
+def test_empty_anomaly_file_is_reported(synth_root, tmp_path, caplog):
+    from pcdet_anomaly.datasets.anovox.dataset import _anomaly_meta
+    from pcdet_anomaly.datasets.anovox.reader import ScenarioReader, list_scenarios
+    root, _ = synth_root
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    scen = next(s for s in list_scenarios(data) if (s / "ANOMALY").is_dir())
+    victim = sorted((scen / "ANOMALY").iterdir())[0]
+    victim.write_text("")
+    reader = ScenarioReader(scen)
+    with caplog.at_level("WARNING", logger="pcdet_anomaly"):
+        meta = _anomaly_meta(reader)
+    assert f"{victim}: empty ANOMALY file" in caplog.text
+    assert not meta["normality"]           # still an anomaly scenario: its voxels say so
+    sys.path.insert(0, str(ROOT_DIR / "tools"))
+    import check_dataset
+    report = check_dataset.check(data)
+    assert any(f"{victim}: empty ANOMALY file" in p for p in report["problems"])
+
+
+def test_missing_scenario_predictions_are_an_error_unless_allowed(synth_root, tmp_path):
+    from pcdet_anomaly.config import load_config
+    from pcdet_anomaly.datasets.anovox.reader import ScenarioReader, list_scenarios
+    from pcdet_anomaly.evaluation.folder_eval import PredictionError, evaluate_folder, write_manifest
+    from pcdet_anomaly.evaluation.report import format_table
+    root, _ = synth_root
+    cfg = load_config(ROOT_DIR / "cfgs/dataset_configs/anovox_synth.yaml").DATA_CONFIG
+    scenes = list_scenarios(root)
+    pred = tmp_path / "pred"
+    for scen in scenes[1:]:
+        (pred / scen.name).mkdir(parents=True)
+        for frame in ScenarioReader(scen).frames:
+            grid = np.load(next((scen / "VOXEL_GRID").glob(f"*_{frame}.npy"))).astype(np.float64)
+            np.save(pred / scen.name / f"P_{frame}.npy", np.c_[grid[:, :3], np.full(len(grid), 0.5)])
+    with pytest.raises(PredictionError, match=rf"no predictions for 1 scenario\(s\).*{scenes[0].name}"):
+        evaluate_folder(root, pred, cfg.LABELS, cfg.EVAL_GRID)
+    summary, _ = evaluate_folder(root, pred, cfg.LABELS, cfg.EVAL_GRID, allow_missing=True)
+    assert summary["missing_predictions"]["scenarios"] == [scenes[0].name]
+    assert "MISSING PREDICTIONS" in format_table(summary) and summary["frames"] == 2 * (len(scenes) - 1)
+    write_manifest(pred, [s.name for s in scenes[1:]], "test")      # what tools/test.py writes: only its split
+    summary, _ = evaluate_folder(root, pred, cfg.LABELS, cfg.EVAL_GRID)
+    assert summary["missing_predictions"]["scenarios"] == []

@@ -11,6 +11,7 @@ import cuda_ops
 
 from ..datasets import batch_to_device
 from ..evaluation import VoxelEvaluator, frame_ground_truth
+from ..evaluation.fill import fill_around_points
 
 __all__ = ["run_inference", "merge_score_stats"]
 
@@ -59,6 +60,9 @@ def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | Non
             vox, vs = cuda_ops.eval_grid_scores(xyz, scores[mask].double(), score_rule, eg.VOXEL_SIZE,
                                                 eg.GRID_SIZE, eg.OFFSET, z_shift)
             vox, vs = vox.numpy(), vs.numpy()
+            if eg.PRED_FILL_RADIUS > 0:
+                vox, vs = fill_around_points(xyz.numpy(), scores[mask].double().numpy(), vox, vs, eg.PRED_FILL_RADIUS,
+                                             eg.VOXEL_SIZE, eg.GRID_SIZE, eg.OFFSET, z_shift)
             gt_vox, gt_ids, gt_lab = frame_ground_truth(reader, frame, dataset.targets, "voxel_grid", eg.MAX_RANGE, eg)
             evaluator.add(scene, frame, gt_vox, gt_ids, gt_lab, vox, vs, reader.anomaly_rows(frame),
                           source=f"{scene} frame {frame}", z_shift=z_shift)
