@@ -260,3 +260,34 @@ def test_missing_scenario_predictions_are_an_error_unless_allowed(synth_root, tm
     write_manifest(pred, [s.name for s in scenes[1:]], "test")      # what tools/test.py writes: only its split
     summary, _ = evaluate_folder(root, pred, cfg.LABELS, cfg.EVAL_GRID)
     assert summary["missing_predictions"]["scenarios"] == []
+
+
+def test_eval_voxels_drops_an_unreadable_ground_truth_frame_under_skip(synth_root, tmp_path):
+    from pcdet_anomaly.config import load_config
+    from pcdet_anomaly.datasets.anovox.reader import FrameError, list_scenarios
+    from pcdet_anomaly.evaluation.folder_eval import evaluate_folder
+    root, _ = synth_root
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    cfg = load_config(ROOT_DIR / "cfgs/dataset_configs/anovox_synth.yaml").DATA_CONFIG
+    pred = tmp_path / "pred"
+    for scen in list_scenarios(data):
+        (pred / scen.name).mkdir(parents=True)
+        for f in (scen / "VOXEL_GRID").glob("*.npy"):
+            grid = np.load(f).astype(np.float64)
+            np.save(pred / scen.name / f.name, np.c_[grid[:, :3], np.full(len(grid), 0.3)])
+    victim = sorted((list_scenarios(data)[0] / "VOXEL_GRID").iterdir())[0]
+    victim.write_bytes(b"broken")
+    with pytest.raises(FrameError, match="VOXEL_GRID"):
+        evaluate_folder(data, pred, cfg.LABELS, cfg.EVAL_GRID)
+    summary, _ = evaluate_folder(data, pred, cfg.LABELS, cfg.EVAL_GRID, bad_frame_policy="skip")
+    assert summary["bad_frames"] == [str(victim)] and summary["frames"] == 7
+
+
+def test_set_replaces_an_open_mapping():
+    from pcdet_anomaly.config import load_config
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml",
+                      ["DATA_CONFIG.SPLIT.LISTS", "{train: [Scenario_a], test: [Scenario_b]}",
+                       "DATA_CONFIG.EVAL_GRID.Z_SHIFT", "-1.8"])
+    assert cfg.DATA_CONFIG.SPLIT.LISTS == {"train": ["Scenario_a"], "test": ["Scenario_b"]}
+    assert cfg.DATA_CONFIG.EVAL_GRID.Z_SHIFT == -1.8

@@ -367,3 +367,20 @@ def test_inference_sees_every_point(synth_root):
     inside = np.all((pts[:, :3] >= r[:3]) & (pts[:, :3] < r[3:]), axis=1).sum()
     assert len(test[0]["points"]) == inside > 1000
     assert len(train[0]["points"]) <= 1000
+
+
+def test_fill_radius_predicts_empty_voxels_near_points():
+    from pcdet_anomaly.evaluation.fill import fill_around_points
+    # two points in voxel (500, 500, 32) (shift 0, 0.5 m grid, sensor at the grid centre) and one 3 m away
+    pts = np.array([[0.1, 0.1, 0.1], [0.4, 0.2, 0.1], [3.1, 0.1, 0.1]])
+    sc = np.array([0.9, 0.8, 0.2])
+    vox = np.array([[500, 500, 32], [506, 500, 32]])
+    vs = np.array([0.85, 0.2])
+    out_v, out_s = fill_around_points(pts, sc, vox, vs, 0.5, 0.5, (1000, 1000, 64), (250.0, 250.0, 16.0), 0.0)
+    table = {tuple(v): s for v, s in zip(out_v.tolist(), out_s)}
+    assert table[(500, 500, 32)] == 0.85 and table[(506, 500, 32)] == 0.2       # occupied voxels keep their score
+    assert table[(501, 500, 32)] == 0.8        # centre (0.75, 0.25, 0.25): nearest point (0.4, 0.2, 0.1), 0.38 m
+    assert (503, 500, 32) not in table         # centre 1.75 m from every point
+    assert len(out_v) == len(table)            # no voxel twice
+    same = fill_around_points(pts, sc, vox, vs, 0.0, 0.5, (1000, 1000, 64), (250.0, 250.0, 16.0), 0.0)
+    assert np.array_equal(same[0], vox)

@@ -57,7 +57,8 @@ def main(argv=None):
     summary, evaluator = evaluate_folder(resolve_path(args.data), pred, cfg.DATA_CONFIG.LABELS, eg,
                                          args.pred_type, args.score_rule, policy, args.protocol, args.gt_source,
                                          max_range, args.streaming, cfg.DATA_CONFIG.LAYOUT, logger,
-                                         allow_missing=args.allow_missing)
+                                         allow_missing=args.allow_missing,
+                                         bad_frame_policy=cfg.DATA_CONFIG.BAD_FRAME_POLICY)
     print(format_table(summary))
     paths = write_reports(summary, out)
     if not args.streaming:

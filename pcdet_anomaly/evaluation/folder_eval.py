@@ -11,7 +11,7 @@ from tqdm import tqdm
 import cuda_ops
 
 from ..datasets.anovox.labels import TargetMapper
-from ..datasets.anovox.reader import ScenarioReader, detect_layout, frame_id_of
+from ..datasets.anovox.reader import FrameError, ScenarioReader, detect_layout, frame_id_of
 from ..datasets.anovox.zshift import resolve_z_shift
 from .ground_truth import frame_ground_truth
 from .voxel_eval import VoxelEvaluator, check_pred_indices
@@ -114,7 +114,7 @@ def evaluate_folder(data_root: Path, pred_dir: Path, labels_cfg, eval_grid, pred
                     score_rule: str = "nearest", policy: str = "zero", protocol: str = "default",
                     gt_source: str = "voxel_grid", max_range: float = -1.0, streaming: bool = False,
                     layout: str = "auto", logger: logging.Logger | None = None,
-                    allow_missing: bool = False) -> tuple[dict, VoxelEvaluator]:
+                    allow_missing: bool = False, bad_frame_policy: str = "stop") -> tuple[dict, VoxelEvaluator]:
     """Every ground-truth voxel of every predicted scenario, scored under both policies (`policy` is the headline).
     With voxel predictions and gt_source 'voxel_grid' the data root needs only VOXEL_GRID (and ANOMALY for the
     groups); sensor folders are read only for per-point predictions or gt_source 'semantic_lidar'."""
@@ -153,12 +153,22 @@ def evaluate_folder(data_root: Path, pred_dir: Path, labels_cfg, eval_grid, pred
                               f"scores the rest and lists these in the report)")
     for scene in missing_scenes:
         logger.warning("%s: no predictions for scenario %s (expected by %s): not scored", pred_dir, scene, source)
+    bad_frames = []
     for reader, frame, path in tqdm(jobs, desc="eval_voxels", unit="frame"):
-        z_shift = resolve_z_shift(reader, eval_grid, logger) if gt_source == "semantic_lidar" else 0.0
-        gt_vox, gt_ids, gt_lab = frame_ground_truth(reader, frame, targets, gt_source, max_range, eval_grid, z_shift)
-        voxels, scores = load_prediction(path, reader, frame, pred_type, score_rule, eval_grid, logger)
+        try:
+            z_shift = resolve_z_shift(reader, eval_grid, logger) if gt_source == "semantic_lidar" else 0.0
+            gt_vox, gt_ids, gt_lab = frame_ground_truth(reader, frame, targets, gt_source, max_range, eval_grid,
+                                                        z_shift)
+            voxels, scores = load_prediction(path, reader, frame, pred_type, score_rule, eval_grid, logger)
+        except FrameError as err:        # unreadable ground truth (or LiDAR for point predictions)
+            if bad_frame_policy == "stop":
+                raise
+            logger.warning("bad frame dropped, not scored: %s", err)
+            bad_frames.append(str(err.path))
+            continue
         evaluator.add(reader.name, frame, gt_vox, gt_ids, gt_lab, voxels, scores, reader.anomaly_rows(frame),
                       source=str(path), z_shift=getattr(reader, "_z_shift", None) or 0.0)
     summary = evaluator.summary()
     summary["missing_predictions"] = {"scenarios": missing_scenes, "frames": missing_frames, "expected_by": source}
+    summary["bad_frames"] = bad_frames
     return summary, evaluator
