@@ -67,6 +67,8 @@ def main(argv=None):
                 results_path.write_text(json.dumps(results, indent=2, default=float))
     print(table(results))
     print("curves:", plot_curves(results, STUDY / "learning_curves.png"))
+    print("per-label AP:", plot_label_ap(results, STUDY / "label_ap.png"))
+    print("PR curves:", plot_pr_curves(results, STUDY / "pr_curves.png"))
 
 
 def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
@@ -111,6 +113,77 @@ def plot_curves(results, path):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_label_ap(results, path):
+    """Test AP per anomaly label id (policy zero), one bar group per variant, mean over seeds with the sample spread."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = {}
+    for name, value in finished_runs(results):
+        rows.setdefault(name, []).append(value.get("per_label", {}))
+    labels = sorted({g for runs in rows.values() for r in runs for g in r}, key=lambda g: int(g.split(":")[1]))
+    if not labels:
+        return None
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(labels)), 4.2))
+    width = 0.8 / len(rows)
+    for i, (name, runs) in enumerate(sorted(rows.items())):
+        vals = [[r[g]["ap"] for r in runs if g in r and r[g]["ap"] == r[g]["ap"]] for g in labels]
+        means = [np.mean(v) if v else 0.0 for v in vals]
+        errs = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
+        ax.bar(np.arange(len(labels)) + i * width, means, width, yerr=errs, capsize=2, label=f"{name} ({len(runs)})")
+    names = {29: "home (crate, flat)", 30: "animal", 31: "nature (boulder)", 32: "special (cone, barrel, carlike)",
+             33: "airplane", 34: "falling", 100: "dynamic"}
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{g}\n{names.get(int(g.split(':')[1]), '')}" for g in labels], fontsize=8)
+    ax.set(ylabel="test AP (policy zero, 50 m)", ylim=(0, 1), title="AP per anomaly label (mean ± sd over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pr_curves(results, path, seed: int = 0):
+    """Precision-recall on the test split (policy zero), one curve per variant, from seed `seed`'s predictions."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sys.path.insert(0, str(ROOT))
+    from pcdet_anomaly.config import load_config
+    from pcdet_anomaly.evaluation.folder_eval import evaluate_folder
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    drawn = 0
+    for key, value in results.items():
+        if key.startswith("done:") or not key.endswith(f"/seed{seed}") or not isinstance(value, dict):
+            continue
+        name = key.rsplit("/seed", 1)[0]
+        run_dir = STUDY / name.split(":")[0] / f"seed{seed}"
+        pred = run_dir / "eval" / "best" / "test" / "predictions"
+        if ":" in name or not pred.is_dir():
+            continue
+        cfg = load_config(run_dir / "config.yaml").DATA_CONFIG
+        _, evaluator = evaluate_folder(Path(cfg.DATA_PATH), pred, cfg.LABELS, cfg.EVAL_GRID, policy="zero",
+                                       max_range=cfg.EVAL_GRID.MAX_RANGE)
+        curves = evaluator.curves("all", "zero")
+        if curves is None:
+            continue
+        _, _, recall, precision = curves
+        ax.step(recall, precision, where="post", label=f"{name} (AP {value['pooled']['ap']:.3f})")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
+           title=f"test precision-recall, policy zero, 50 m (seed {seed})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

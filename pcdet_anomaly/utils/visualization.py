@@ -16,11 +16,19 @@ def _plt():
 
 
 def bev_heatmap_axes(ax, xyz, scores, labels=None, max_range=50.0, title="", vmin=0.0, vmax=1.0, cmap="inferno"):
-    """Points (or voxel centres) seen from above, coloured by anomaly score; ground-truth anomalies circled."""
+    """Points (or voxel centres) seen from above: the structure in grey by height, anomaly scores above 5 % of the
+    colour range on top (hotter = larger, drawn last); ground-truth anomalies circled."""
     keep = (np.abs(xyz[:, 0]) < max_range) & (np.abs(xyz[:, 1]) < max_range)
-    order = np.argsort(scores[keep])          # hot points drawn last
-    sc = ax.scatter(xyz[keep, 0][order], xyz[keep, 1][order], c=scores[keep][order], s=0.6, cmap=cmap, vmin=vmin,
-                    vmax=vmax, linewidths=0)
+    # the scene's structure in grey, brighter with height (what a low score would paint black on black) ...
+    height = np.clip((xyz[keep, 2] - np.percentile(xyz[keep, 2], 2)) / 4.0, 0, 1) if keep.any() else np.zeros(0)
+    ax.scatter(xyz[keep, 0], xyz[keep, 1], c=np.stack([0.35 + 0.45 * height] * 3, 1) if keep.any() else "grey",
+               s=0.4, linewidths=0)
+    # ... and the scores on top: points above 5 % of the range, hotter and larger drawn last
+    hot = keep & (scores >= vmin + 0.05 * (vmax - vmin))
+    order = np.argsort(scores[hot])
+    s_hot = scores[hot][order]
+    sc = ax.scatter(xyz[hot, 0][order], xyz[hot, 1][order], c=s_hot, s=1.0 + 8.0 * (s_hot - vmin) / (vmax - vmin),
+                    cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0)
     if labels is not None and (labels == 1).any():
         anomalous = (labels == 1) & keep
         ax.scatter(xyz[anomalous, 0], xyz[anomalous, 1], s=30, facecolors="none", edgecolors="cyan",
