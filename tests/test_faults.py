@@ -111,12 +111,25 @@ def test_guard_stop_on_one_rank_stops_both(synth_root, tmp_path):
     assert json.loads((run / "run_state.json").read_text())["status"] == "guard_stop"
 
 
-def test_sigterm_checkpoints_exits_and_resumes_bitwise(synth_root, tmp_path):
-    cfg = tiny_cfg(synth_root, epochs=2)
-    cfg_file = tmp_path / "tiny.yaml"
-    save_config(cfg, cfg_file)
-    ref, run = tmp_path / "ref", tmp_path / "run"
+@pytest.fixture(scope="module")
+def reference_run(synth_root, tmp_path_factory):
+    """An uninterrupted two-epoch run in a subprocess: what an interrupted and resumed run must equal bit for bit."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg_file, ref = tmp / "tiny.yaml", tmp / "ref"
+    save_config(tiny_cfg(synth_root, epochs=2), cfg_file)
     assert subprocess.run(train_cmd(cfg_file, ref), env=env_with(), timeout=400).returncode == 0
+    return cfg_file, ref
+
+
+def assert_same_run(ref, run):
+    a, b = weights(ref), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert steps_logged(run) == steps_logged(ref) == sorted(set(steps_logged(ref)))    # nothing logged twice
+
+
+def test_sigterm_checkpoints_exits_and_resumes_bitwise(reference_run, tmp_path):
+    cfg_file, ref = reference_run
+    run = tmp_path / "run"
     # SIGTERM in the middle of epoch 2: checkpoint at the step boundary, exit 75
     proc = subprocess.run(train_cmd(cfg_file, run), env=env_with("sigterm@2"), capture_output=True, text=True,
                           timeout=400)
@@ -126,24 +139,17 @@ def test_sigterm_checkpoints_exits_and_resumes_bitwise(synth_root, tmp_path):
     assert json.loads((run / "run_state.json").read_text())["status"] == "preempted"
     # the same command resumes in the middle of the epoch and ends where the uninterrupted run ended
     assert subprocess.run(train_cmd(cfg_file, run), env=env_with(), timeout=400).returncode == 0
-    a, b = weights(ref), weights(run)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert steps_logged(run) == steps_logged(ref)          # nothing logged twice
+    assert_same_run(ref, run)
 
 
-def test_kill9_then_resume_is_bitwise_and_logs_each_step_once(synth_root, tmp_path):
-    cfg = tiny_cfg(synth_root, epochs=2)
-    cfg_file = tmp_path / "tiny.yaml"
-    save_config(cfg, cfg_file)
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    assert subprocess.run(train_cmd(cfg_file, ref), env=env_with(), timeout=400).returncode == 0
+def test_kill9_then_resume_is_bitwise_and_logs_each_step_once(reference_run, tmp_path):
+    cfg_file, ref = reference_run
+    run = tmp_path / "run"
     proc = subprocess.run(train_cmd(cfg_file, run), env=env_with("kill@3"), timeout=400)
     assert proc.returncode == -9
     assert max(steps_logged(run)) == 3           # step 3 was logged by the run that died, then trained again
     assert subprocess.run(train_cmd(cfg_file, run), env=env_with(), timeout=400).returncode == 0
-    a, b = weights(ref), weights(run)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert steps_logged(run) == steps_logged(ref) == sorted(set(steps_logged(ref)))
+    assert_same_run(ref, run)
 
 
 def test_checkpoint_write_failing_halfway_keeps_the_previous_one(synth_root, tmp_path, monkeypatch):
