@@ -15,6 +15,8 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .voxel_eval import linear_key
+
 __all__ = ["fill_around_points"]
 
 
@@ -30,12 +32,11 @@ def fill_around_points(points_xyz: np.ndarray, point_scores: np.ndarray, voxels:
     offsets = np.array(list(itertools.product(range(-reach, reach + 1), repeat=3)), dtype=np.int64)
     offsets = offsets[np.any(offsets != 0, axis=1)]
     size = np.asarray(grid_size, dtype=np.int64)
-    key = lambda v: v[:, 0] + 1000 * v[:, 1] + 1_000_000 * v[:, 2]
     cand = (voxels[:, None, :] + offsets[None]).reshape(-1, 3)
     cand = cand[np.all((cand >= 0) & (cand < size), axis=1)]
-    cand_keys, first = np.unique(key(cand), return_index=True)
+    cand_keys, first = np.unique(linear_key(cand), return_index=True)
     cand = cand[first]
-    cand = cand[~np.isin(cand_keys, key(voxels))]
+    cand = cand[~np.isin(cand_keys, linear_key(voxels))]
     if len(cand) == 0:
         return voxels, scores
     pts = np.asarray(points_xyz, dtype=np.float64)[:, :3] + np.array([0.0, 0.0, z_shift])

@@ -29,22 +29,10 @@ def match_voxels(pred_voxels, pred_scores, gt_voxels, gt_labels, policy: str = "
     """
     if policy not in ("intersect", "zero"):
         raise ValueError(f"policy must be 'intersect' or 'zero', got {policy!r}")
-    pk = linear_key(pred_voxels)
-    gk = linear_key(gt_voxels)
-    p_order = np.argsort(pk, kind="stable")
-    pk_sorted = pk[p_order]
-    if len(pk_sorted) > 1 and (pk_sorted[1:] == pk_sorted[:-1]).any():
-        dup = int(pk_sorted[1:][pk_sorted[1:] == pk_sorted[:-1]][0])
-        raise ValueError(f"{source}: duplicate predicted voxel {dup % 1000, dup // 1000 % 1000, dup // 1_000_000}")
-    pos = np.searchsorted(pk_sorted, gk)
-    pos_c = np.minimum(pos, max(len(pk_sorted) - 1, 0))
-    found = (pos < len(pk_sorted)) & (pk_sorted[pos_c] == gk) if len(pk_sorted) else np.zeros(len(gk), bool)
-    scores_sorted = np.asarray(pred_scores, dtype=np.float64)[p_order]
-    stats = {"gt_without_pred": int((~found).sum()), "pred_without_gt": int(len(pk) - found.sum())}
+    found, scores, pred_without_gt = join_frame(pred_voxels, pred_scores, gt_voxels, source, grid_size=None)
+    stats = {"gt_without_pred": int((~found).sum()), "pred_without_gt": pred_without_gt}
     if policy == "intersect":
-        return np.asarray(gt_labels)[found], scores_sorted[pos_c[found]], stats
-    scores = np.zeros(len(gk), dtype=np.float64)
-    scores[found] = scores_sorted[pos_c[found]]
+        return np.asarray(gt_labels)[found], scores[found], stats
     return np.asarray(gt_labels), scores, stats
 
 
@@ -69,9 +57,11 @@ def check_pred_indices(pred_voxels: np.ndarray, grid_size, source: str = "pred")
 
 
 def join_frame(pred_voxels, pred_scores, gt_voxels, source: str = "pred", grid_size=(1000, 1000, 64)):
-    """-> (found [K] bool, scores [K] float64 (0 where not found), pred_without_gt int) for the K ground-truth voxels.
-    Raises ValueError naming `source` on duplicate or out-of-grid predicted voxels."""
-    check_pred_indices(pred_voxels, grid_size, source)
+    """The sort-merge join on int64 linear keys (the one place it is written).
+    -> (found [K] bool, scores [K] float64 (0 where not found), pred_without_gt int) for the K ground-truth voxels.
+    Raises ValueError naming `source` on duplicate predicted voxels, and on out-of-grid ones unless grid_size is None."""
+    if grid_size is not None:
+        check_pred_indices(pred_voxels, grid_size, source)
     pk = linear_key(np.asarray(pred_voxels).reshape(-1, 3))
     gk = linear_key(np.asarray(gt_voxels).reshape(-1, 3))
     p_order = np.argsort(pk, kind="stable")
