@@ -27,6 +27,8 @@ def main(argv=None):
     parser.add_argument("--azimuth_steps", type=int, default=1800)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--image_size", type=int, nargs=2, default=[512, 768], metavar=("H", "W"))
+    parser.add_argument("--semantickitti_out", default=None,
+                        help="also write the set in the SemanticKITTI / STU layout there (tools/anovox_to_semantickitti.py)")
     args = parser.parse_args(argv)
     cfg = GeneratorConfig(scenarios=args.scenarios, frames=args.frames, seed=args.seed,
                           anomaly_fraction=args.anomaly_fraction, families=tuple(args.families),
@@ -40,6 +42,13 @@ def main(argv=None):
     with_anomaly = sum(bool(s.get("anomalies")) for s in summaries if not s["skipped"])
     print(f"wrote {made} scenarios ({with_anomaly} with anomalies, {len(summaries) - made} already present) "
           f"x {args.frames} frames to {out} in {time.time() - start:.1f} s")
+    if args.semantickitti_out:
+        from pcdet_anomaly.config import load_config
+        from pcdet_anomaly.datasets.semantickitti.convert import convert_anovox
+        from pcdet_anomaly.utils.common_utils import ROOT_DIR
+        sk = resolve_path(args.semantickitti_out)
+        names = convert_anovox(out, sk, load_config(ROOT_DIR / "cfgs/dataset_configs/anovox_synth.yaml").DATA_CONFIG)
+        print(f"wrote {len(names)} sequences in the SemanticKITTI layout to {sk}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ from ..utils.common_utils import worker_init_fn
 from .anovox import AnoVoxDataset
 from .collate import batch_to_device, collate_batch
 from .dataset_template import DatasetTemplate
+from .semantickitti import SemanticKittiDataset
 
-__all__ = {"DatasetTemplate": DatasetTemplate, "AnoVoxDataset": AnoVoxDataset}
+__all__ = {"DatasetTemplate": DatasetTemplate, "AnoVoxDataset": AnoVoxDataset,
+           "SemanticKittiDataset": SemanticKittiDataset}
 
 
 def build_dataset(dataset_cfg, split, training, logger=None, root_path=None):

@@ -3,14 +3,29 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import torch
 import torch.utils.data
+from PIL import Image
+
+import cuda_ops
 
 from ..utils.common_utils import resolve_path
+from .augmentation import apply_matrix, point_dropout, random_augmentation_matrix
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 __all__ = ["DatasetTemplate"]
 
 
 class DatasetTemplate(torch.utils.data.Dataset):
+    """Subclasses set `self.targets` (TargetMapper) and `self.ignore_index`, and build samples with the shared steps
+    below (subsampling in training only, augmentation, voxelization with label votes, image normalisation), so every
+    dataset produces the same batch_dict (collate.py)."""
+
+    eval_protocol = "voxel"     # voxel (AnoVox grid) | point (STU / SemanticKITTI, one score per scan point)
+
     def __init__(self, dataset_cfg, training: bool = True, root_path=None, logger: logging.Logger | None = None):
         super().__init__()
         self.dataset_cfg = dataset_cfg
@@ -23,3 +38,55 @@ class DatasetTemplate(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         raise NotImplementedError
+
+    # ---- shared sample steps
+    def subsample(self, num_points: int, rng: np.random.Generator) -> np.ndarray | None:
+        """Training only: sorted indices of at most MAX_POINTS points (None: keep all). Never at evaluation."""
+        cfg = self.dataset_cfg
+        if self.training and cfg.MAX_POINTS > 0 and num_points > cfg.MAX_POINTS:
+            return np.sort(rng.choice(num_points, cfg.MAX_POINTS, replace=False))
+        return None
+
+    def augment(self, points: np.ndarray, rng: np.random.Generator):
+        """Training only: -> (keep mask or None, augmented points, 4x4 matrix original -> augmented)."""
+        cfg = self.dataset_cfg
+        if not (self.training and cfg.AUGMENTATION.ENABLED):
+            return None, points, np.eye(4)
+        a = cfg.AUGMENTATION
+        keep = point_dropout(rng, len(points), a.POINT_DROPOUT)
+        aug = random_augmentation_matrix(rng, a.FLIP_Y_PROB, a.ROT_RANGE, a.SCALE_RANGE, a.TRANSLATION_STD)
+        return keep, apply_matrix(points[keep], aug), aug
+
+    def voxelize(self, sample: dict) -> dict:
+        v = self.dataset_cfg.VOXELIZE
+        pts = torch.from_numpy(sample["points"])
+        result = cuda_ops.voxelize(pts, None, v.TYPE, v.GRID_SIZE, v.RANGE, v.OUT_OF_RANGE)
+        out = {"voxel_coords": result.coords[:, 1:].numpy(), "point2voxel": result.point2voxel.numpy()}
+        num_voxels = len(result.coords)
+        labels = torch.from_numpy(sample["point_labels"])
+        out["voxel_labels"] = cuda_ops.label_vote(labels, result.point2voxel, num_voxels, 2, self.ignore_index,
+                                                  v.LABEL_RULE).numpy()
+        if "point_semantic" in sample:
+            out["voxel_semantic"] = cuda_ops.label_vote(torch.from_numpy(sample["point_semantic"]),
+                                                        result.point2voxel, num_voxels,
+                                                        self.targets.num_semantic, self.ignore_index).numpy()
+        return out
+
+    def add_image(self, sample: dict, rgb, calib) -> dict:
+        """Resize to IMAGE.SIZE (intrinsics scaled to match), normalise; store image and calibration in `sample`.
+        `rgb` None (no camera): identity calibration, no image."""
+        cfg = self.dataset_cfg
+        if rgb is not None:
+            H, W = cfg.IMAGE.SIZE
+            if rgb.shape[:2] != (H, W):
+                rgb = np.asarray(Image.fromarray(rgb).resize((W, H), Image.BILINEAR))
+                calib = calib.scaled((H, W))
+            image = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+            sample["image"] = np.ascontiguousarray(image.transpose(2, 0, 1))
+        if calib is None:
+            sample["intrinsics"], sample["lidar_to_cam"], sample["image_hw"] = np.eye(3), np.eye(4), (1, 1)
+        else:
+            sample["intrinsics"] = calib.intrinsics.astype(np.float64)
+            sample["lidar_to_cam"] = calib.lidar_to_cam.astype(np.float64)
+            sample["image_hw"] = tuple(calib.image_hw)
+        return sample

@@ -74,8 +74,8 @@ class Trainer:
                                                             self.workers, distributed, seed, logger)
         if len(self.train_set) == 0:
             raise RuntimeError(f"the train split of {self.train_set.root_path} is empty (DATA_CONFIG.SPLIT)")
-        if cfg.MODEL.REGIME == "supervised" and all(self.train_set.meta[n]["normality"]
-                                                   for n in self.train_set.scenarios):
+        if cfg.MODEL.REGIME == "supervised" and all(self.train_set.meta[n]["normality"] is True
+                                                   for n in self.train_set.scenarios):   # None: not known
             self._startup_warnings = [("no_anomaly_in_train", "supervised regime but no training scenario contains an "
                                        "anomaly: the anomaly head has no positive targets (use MODEL.REGIME "
                                        "normality for normality-only training)")]
@@ -363,9 +363,10 @@ class Trainer:
                   "val_score_std": score_stats["voxel_score_std"], "epoch_seconds": epoch_stats["seconds"],
                   "policy": summary["policy"]}
         other = "intersect" if summary["policy"] == "zero" else "zero"
-        other_pooled = summary["policies"][other]["pooled"].get("all", {})
-        record[f"auroc_{other}"] = other_pooled.get("auroc", math.nan)
-        record[f"ap_{other}"] = other_pooled.get("ap", math.nan)
+        if other in summary["policies"]:        # the voxel protocol reports both policies; the point protocol one
+            other_pooled = summary["policies"][other]["pooled"].get("all", {})
+            record[f"auroc_{other}"] = other_pooled.get("auroc", math.nan)
+            record[f"ap_{other}"] = other_pooled.get("ap", math.nan)
         cov = summary["coverage"]
         record["gt_fraction_predicted"] = cov["gt_fraction_predicted"]
         record["anomaly_fraction_predicted"] = cov["anomaly_fraction_predicted"]
@@ -383,13 +384,15 @@ class Trainer:
     def save_heatmap(self, vis: dict) -> None:
         import cuda_ops
         reader = self.val_set.readers[vis["scene"]]
-        rgb = reader.read_rgb(vis["frame"])
-        cal = reader.calibration
-        uv, _, valid = cuda_ops.project_to_image(torch.from_numpy(vis["xyz"]), torch.from_numpy(cal.intrinsics),
-                                                 torch.from_numpy(cal.lidar_to_cam), cal.image_hw)
+        rgb = uv = uv_scores = None
+        if self.cfg.DATA_CONFIG.IMAGE.ENABLED:          # LiDAR-only data (STU without images): bird's-eye view only
+            rgb = reader.read_rgb(vis["frame"])
+            cal = reader.calibration
+            uv, _, valid = cuda_ops.project_to_image(torch.from_numpy(vis["xyz"]), torch.from_numpy(cal.intrinsics),
+                                                     torch.from_numpy(cal.lidar_to_cam), cal.image_hw)
+            uv, uv_scores = uv[valid].numpy(), vis["scores"][valid.numpy()]
         path = self.plot_dir / f"heatmap_epoch_{self.epoch}.png"
-        save_frame_heatmap(path, vis["xyz"], vis["scores"], vis["labels"], rgb, uv[valid].numpy(),
-                           vis["scores"][valid.numpy()],
+        save_frame_heatmap(path, vis["xyz"], vis["scores"], vis["labels"], rgb, uv, uv_scores,
                            title=f"{vis['scene'][:17]} frame {vis['frame']} - epoch {self.epoch}")
 
     def _metric_value(self, record: dict, key: str) -> float:

@@ -20,6 +20,13 @@ def coverage_lines(summary: dict) -> list[str]:
     if not c:
         return []
     pct = lambda a, b: f"{100.0 * a / b:.1f}%" if b else "n/a"
+    if "points_evaluated" in c:     # the point-level (STU) protocol
+        return [f"coverage ({c['range']}): frames {c['frames_seen']}, skipped {c['frames_skipped']}; points "
+                f"{c['points']}, evaluated {c['points_evaluated']} (scored by the model "
+                f"{pct(c['points_evaluated_scored_by_model'], c['points_evaluated'])}, the rest outside "
+                f"POINT_FILTER_RANGE take their nearest scored point's score); anomalous {c['anomaly_points']} (scored by the model "
+                f"{pct(c['anomaly_points_scored_by_model'], c['anomaly_points'])})"
+                + (f"; bad frames {c['bad_frames']}" if c.get("bad_frames") else "")]
     return [f"coverage ({c['range']}): ground-truth voxels {c['gt_voxels']}, predicted {c['gt_voxels_predicted']} "
             f"({pct(c['gt_voxels_predicted'], c['gt_voxels'])}), unpredicted {c['gt_voxels_unpredicted']}; "
             f"anomalous {c['anomaly_voxels']}, predicted {c['anomaly_voxels_predicted']} "
@@ -30,13 +37,18 @@ def coverage_lines(summary: dict) -> list[str]:
 
 def format_table(summary: dict) -> str:
     """Both policies, side by side: every group once per policy (the headline policy first)."""
-    cols = ["auroc", "ap", "fpr95", "num_pos", "num_neg", "fpr95_anovox", "f1_mean", "precision_mean"]
     policies = summary.get("policies") or {summary.get("policy", "intersect"): summary}
     head = summary.get("policy", next(iter(policies)))
+    cols = ["auroc", "ap", "fpr95", "num_pos", "num_neg"]
+    cols += ["threshold"] if head == "points" else ["fpr95_anovox", "f1_mean", "precision_mean"]
     order = [head] + [p for p in policies if p != head]
-    lines = [f"protocol {summary.get('protocol', 'default')}, {summary.get('frames', '?')} frames; headline policy "
-             f"'{head}' (zero: unpredicted ground truth scores 0; intersect: official AnoVox join, unpredicted "
-             f"ground truth dropped)"]
+    if head == "points":
+        lines = [f"protocol {summary.get('protocol')}, {summary.get('frames', '?')} frames scored; every point of "
+                 f"every scan (FPR95: first ROC point with TPR > 0.95, as STU)"]
+    else:
+        lines = [f"protocol {summary.get('protocol', 'default')}, {summary.get('frames', '?')} frames; headline "
+                 f"policy '{head}' (zero: unpredicted ground truth scores 0; intersect: official AnoVox join, "
+                 f"unpredicted ground truth dropped)"]
     lines += coverage_lines(summary)
     rows = []
     for policy in order:
@@ -61,6 +73,14 @@ def format_table(summary: dict) -> str:
     if missing.get("scenarios") or missing.get("frames"):
         lines.append(f"MISSING PREDICTIONS (not scored; expected by {missing.get('expected_by')}): scenarios "
                      f"{missing.get('scenarios')}, frames {missing.get('frames')}")
+    if "stu" in summary:
+        st = summary["stu"]
+        lines.append(f"STU point level (x 100, as compute_point_level_ood.py prints): AP {st['AP']:.2f}, "
+                     f"FPR95 {st['FPR95']:.2f}, AUROC {st['AUROC']:.2f}, threshold {st['threshold']:.6g}")
+    if "object" in summary:
+        o = summary["object"]
+        lines.append(f"STU object level: SQ {o['SQ']:.2f}, RecallQ {o['RecallQ']:.2f}, UQ {o['UQ']:.2f}, "
+                     f"RQ {o['RQ']:.2f}, PQ {o['PQ']:.2f}, TP {o['TP']}, FP {o['FP']}, FN {o['FN']} ({o['rule']})")
     if "warning" in summary.get("scene_mean", {}):
         lines.append("WARNING: " + summary["scene_mean"]["warning"])
     return "\n".join(lines)

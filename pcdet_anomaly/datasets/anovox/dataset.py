@@ -5,13 +5,8 @@ import logging
 from collections import Counter
 
 import numpy as np
-import torch
-from PIL import Image
 from scipy.spatial import cKDTree
 
-import cuda_ops
-
-from ..augmentation import apply_matrix, point_dropout, random_augmentation_matrix
 from ..dataset_template import DatasetTemplate
 from .labels import TargetMapper
 from .reader import FrameError, ScenarioReader, anomaly_rows, list_scenarios
@@ -19,8 +14,6 @@ from .zshift import resolve_z_shift
 
 __all__ = ["AnoVoxDataset", "split_scenarios"]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def _anomaly_meta(reader: ScenarioReader) -> dict:
@@ -176,51 +169,21 @@ class AnoVoxDataset(DatasetTemplate):
         rng_r = cfg.POINT_FILTER_RANGE
         keep = np.all((points[:, :3] >= rng_r[:3]) & (points[:, :3] < rng_r[3:]), axis=1)
         points = points[keep]
-        if self.training and cfg.MAX_POINTS > 0 and len(points) > cfg.MAX_POINTS:   # never at evaluation
-            points = points[np.sort(rng.choice(len(points), cfg.MAX_POINTS, replace=False))]
+        sub = self.subsample(len(points), rng)          # training only, never at evaluation
+        if sub is not None:
+            points = points[sub]
         if len(points) == 0:
             raise FrameError(reader.file("lidar", frame), "no points left inside POINT_FILTER_RANGE")
         label_ids = self.point_label_ids(reader, frame, points)
-        aug = np.eye(4)
-        if self.training and cfg.AUGMENTATION.ENABLED:
-            a = cfg.AUGMENTATION
-            keep = point_dropout(rng, len(points), a.POINT_DROPOUT)
-            points, label_ids = points[keep], label_ids[keep]
-            aug = random_augmentation_matrix(rng, a.FLIP_Y_PROB, a.ROT_RANGE, a.SCALE_RANGE, a.TRANSLATION_STD)
-            points = apply_matrix(points, aug)
+        keep, points, aug = self.augment(points, rng)
+        if keep is not None:
+            label_ids = label_ids[keep]
         sample = {"points": points.astype(np.float32), "aug_matrix": aug, "frame_id": frame, "scene_id": name}
         sample["point_labels"] = self.targets.binary(label_ids)
         if self.targets.num_semantic:
             sample["point_semantic"] = self.targets.semantic(label_ids)
         sample.update(self.voxelize(sample))
-        calib = reader.calibration
-        if cfg.IMAGE.ENABLED:
-            rgb = reader.read_rgb(frame)
-            H, W = cfg.IMAGE.SIZE
-            if rgb.shape[:2] != (H, W):
-                rgb = np.asarray(Image.fromarray(rgb).resize((W, H), Image.BILINEAR))
-                calib = calib.scaled((H, W))
-            image = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-            sample["image"] = np.ascontiguousarray(image.transpose(2, 0, 1))
-        sample["intrinsics"] = calib.intrinsics.astype(np.float64)
-        sample["lidar_to_cam"] = calib.lidar_to_cam.astype(np.float64)
-        sample["image_hw"] = calib.image_hw
-        return sample
-
-    def voxelize(self, sample: dict) -> dict:
-        v = self.dataset_cfg.VOXELIZE
-        pts = torch.from_numpy(sample["points"])
-        result = cuda_ops.voxelize(pts, None, v.TYPE, v.GRID_SIZE, v.RANGE, v.OUT_OF_RANGE)
-        out = {"voxel_coords": result.coords[:, 1:].numpy(), "point2voxel": result.point2voxel.numpy()}
-        num_voxels = len(result.coords)
-        labels = torch.from_numpy(sample["point_labels"])
-        out["voxel_labels"] = cuda_ops.label_vote(labels, result.point2voxel, num_voxels, 2, self.ignore_index,
-                                                  v.LABEL_RULE).numpy()
-        if "point_semantic" in sample:
-            out["voxel_semantic"] = cuda_ops.label_vote(torch.from_numpy(sample["point_semantic"]),
-                                                        result.point2voxel, num_voxels,
-                                                        self.targets.num_semantic, self.ignore_index).numpy()
-        return out
+        return self.add_image(sample, reader.read_rgb(frame) if cfg.IMAGE.ENABLED else None, reader.calibration)
 
     def z_shift(self, scene_id: str) -> float:
         """The scenario's EVAL_GRID vertical shift (EVAL_GRID.Z_SHIFT 'auto': told from the data)."""
