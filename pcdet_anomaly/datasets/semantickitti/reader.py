@@ -121,6 +121,41 @@ def _yaml_docs(path: Path) -> list:
         raise FrameError(path, f"malformed YAML: {err}") from err
 
 
+_CAMERA_INFO_FIELDS = {"header", "height", "width", "distortion_model", "D", "K", "R", "P", "binning_x", "binning_y",
+                       "roi"}
+
+
+def _camera_infos(path: Path) -> dict:
+    """{camera name: camera_info dict}. STU's intrinsics.txt is a `rostopic echo` dump per camera: a line
+    `<name>:` at column 0, then the message's fields, also at column 0 (so it is not one YAML mapping); a properly
+    nested YAML file ({name: {K: ..., ...}}) is read as well."""
+    text = Path(path).read_text()
+    blocks, name, lines = {}, None, []
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_./-]+):\s*$", line)
+        if m and m.group(1) not in _CAMERA_INFO_FIELDS:
+            if name is not None:
+                blocks[name] = "\n".join(lines)
+            name, lines = m.group(1), []
+        elif name is not None:
+            lines.append(line)
+    if name is not None:
+        blocks[name] = "\n".join(lines)
+    out = {}
+    for cam, body in blocks.items():
+        try:
+            parsed = yaml.safe_load(body) if body.strip() else None
+        except yaml.YAMLError as err:
+            raise FrameError(path, f"camera '{cam}': malformed YAML: {err}") from err
+        if isinstance(parsed, dict) and parsed:
+            out[cam] = parsed
+    if not out:                                      # nested YAML: {name: {K: ...}}
+        for doc in _yaml_docs(path):
+            if isinstance(doc, dict):
+                out.update({k: v for k, v in doc.items() if isinstance(v, dict)})
+    return out
+
+
 def read_ros_camera(folder: Path, camera: str, lidar_frame: str = "os_sensor"):
     """STU's camera_config/: `intrinsics.txt` (ROS camera_info per camera name) and `extrinsics.txt` (a TF tree, one
     YAML document per transform). -> (Calibration with the camera matrix K, distortion model, coefficients D).
@@ -132,10 +167,7 @@ def read_ros_camera(folder: Path, camera: str, lidar_frame: str = "os_sensor"):
     for p in (intr_path, extr_path):
         if not p.is_file():
             raise FrameError(p, "missing (a ROS camera folder needs intrinsics.txt and extrinsics.txt)")
-    info = {}
-    for doc in _yaml_docs(intr_path):
-        if isinstance(doc, dict):
-            info.update(doc)
+    info = _camera_infos(intr_path)
     if camera not in info:
         raise FrameError(intr_path, f"no camera '{camera}' (has {sorted(info)})")
     cam = info[camera]
