@@ -103,6 +103,10 @@ class AnoVoxDataset(DatasetTemplate):
         self.seed, self.epoch = 0, 0
         # the evaluation grid's vertical convention, per scenario, before any worker starts (a clear error now
         # rather than labels 3.6 voxels off later)
+        self.copy_paste_db = None
+        cp = dataset_cfg.COPY_PASTE
+        if cp.ENABLED and training:
+            self.copy_paste_db = self._build_copy_paste_db(cp)
         shifts = Counter(f"{self.z_shift(n):+.2f} m" for n in names)
         self.logger.info("AnoVox %s: VOXEL_GRID z shift per scenario (EVAL_GRID.Z_SHIFT %s): %s", split,
                          dataset_cfg.EVAL_GRID.Z_SHIFT, dict(shifts))
@@ -112,6 +116,24 @@ class AnoVoxDataset(DatasetTemplate):
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def _build_copy_paste_db(self, cp):
+        from ..copy_paste import InstanceDatabase
+        if cp.MODE not in ("anomaly", "real"):
+            raise ValueError(f"DATA_CONFIG.COPY_PASTE.MODE must be anomaly or real, got {cp.MODE!r}")
+        label_ids = list(cp.LABEL_IDS) or list(self.dataset_cfg.LABELS.ANOMALY_IDS)
+        if cp.MODE == "anomaly":
+            frames = [(n, f) for n, f in self.frames if self.readers[n].has("anomaly", f)]
+        else:
+            frames = list(self.frames)
+            if set(label_ids) & set(self.dataset_cfg.LABELS.ANOMALY_IDS):
+                raise ValueError("DATA_CONFIG.COPY_PASTE.MODE real rescales known instances: LABEL_IDS must be normal "
+                                 f"classes (e.g. [14, 15, 12]), got {label_ids}")
+        db = InstanceDatabase.build(self, frames, label_ids, cp.MIN_POINTS, cp.CLUSTER_EPS, logger=self.logger)
+        if not len(db):
+            self.logger.warning("COPY_PASTE enabled but the %s split has no instance of labels %s: nothing to paste",
+                                self.split, label_ids)
+        return db
 
     def set_epoch(self, epoch: int, seed: int | None = None) -> None:
         """Augmentation randomness is a function of (seed, epoch, index): resumed runs repeat it exactly."""
@@ -169,12 +191,21 @@ class AnoVoxDataset(DatasetTemplate):
         rng_r = cfg.POINT_FILTER_RANGE
         keep = np.all((points[:, :3] >= rng_r[:3]) & (points[:, :3] < rng_r[3:]), axis=1)
         points = points[keep]
+        n_filtered = len(points)
         sub = self.subsample(len(points), rng)          # training only, never at evaluation
         if sub is not None:
             points = points[sub]
         if len(points) == 0:
             raise FrameError(reader.file("lidar", frame), "no points left inside POINT_FILTER_RANGE")
         label_ids = self.point_label_ids(reader, frame, points)
+        rgb = reader.read_rgb(frame) if cfg.IMAGE.ENABLED else None
+        cp = cfg.COPY_PASTE
+        if self.copy_paste_db is not None and rng.random() < cp.PROB:     # training only
+            from ..copy_paste import paste_instances
+            depth = reader.read_depth(frame) if rgb is not None else None
+            new_label = int(cfg.LABELS.ANOMALY_IDS[0]) if cp.MODE == "real" else None
+            points, label_ids, rgb, _ = paste_instances(rng, self.copy_paste_db, points, label_ids, rgb, depth,
+                                                        reader.calibration, cp, len(points) / n_filtered, new_label)
         keep, points, aug = self.augment(points, rng)
         if keep is not None:
             label_ids = label_ids[keep]
@@ -183,7 +214,7 @@ class AnoVoxDataset(DatasetTemplate):
         if self.targets.num_semantic:
             sample["point_semantic"] = self.targets.semantic(label_ids)
         sample.update(self.voxelize(sample))
-        return self.add_image(sample, reader.read_rgb(frame) if cfg.IMAGE.ENABLED else None, reader.calibration)
+        return self.add_image(sample, rgb, reader.calibration)
 
     def z_shift(self, scene_id: str) -> float:
         """The scenario's EVAL_GRID vertical shift (EVAL_GRID.Z_SHIFT 'auto': told from the data)."""

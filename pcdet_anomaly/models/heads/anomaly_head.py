@@ -99,5 +99,20 @@ class VoxelAnomalyHead(nn.Module):
             sem = (ce + cfg.LOVASZ_WEIGHT * lov) * cfg.SEMANTIC_WEIGHT
             tb["loss_semantic"] = float(sem.detach())
             total = total + sem
+        if (self.regime == "normality" and cfg.OUTLIER_WEIGHT > 0 and "voxel_labels" in batch_dict
+                and self.semantic_logits is not None):
+            # energy margin loss (outlier synthesis): normal voxels low energy, synthesized outliers high
+            labels = batch_dict["voxel_labels"]
+            energy = -torch.logsumexp(batch_dict["voxel_semantic_logits"].float(), 1)
+            e_in, e_out = energy[labels == 0], energy[labels == 1]
+            loss = energy.sum() * 0.0
+            if len(e_in):
+                loss = loss + F.relu(e_in - cfg.ENERGY_M_IN).pow(2).mean()
+            if len(e_out):
+                loss = loss + F.relu(cfg.ENERGY_M_OUT - e_out).pow(2).mean()
+            loss = loss * cfg.OUTLIER_WEIGHT
+            tb["loss_outlier"] = float(loss.detach())
+            tb["outlier_fraction"] = float((labels == 1).float().mean()) if len(labels) else 0.0
+            total = total + loss
         tb["loss"] = float(total.detach())
         return total, tb

@@ -1,0 +1,238 @@
+"""Multimodal instance copy-paste (OpenPCDet's ground-truth sampling, extended to the camera), and REAL-style outlier
+synthesis for the normality regime.
+
+Database: the instances of the training split, each with its LiDAR points and label ids, and its image patch (the
+pixels of the instance's label in the SEMANTIC-CAM image near the instance's projected points) with the DEPTH-CAM
+depth of every patch pixel. Instances are connected components (`eps` m) of the points of the chosen labels.
+
+Pasting, into a training frame in its original LiDAR frame (before the geometric augmentation):
+* the instance turns about the sensor's vertical axis to a new azimuth (inside the camera's field of view when it
+  came from it), so its range, height and LiDAR scan pattern stay those of a real scan; REAL mode also rescales it
+  about its base (an unknown object made from a known one);
+* it is placed only where the frame has drivable ground (road points under the footprint, nothing standing there);
+* LiDAR: frame points behind the instance along its rays (same azimuth / elevation bin, farther) are removed, and
+  instance points behind frame points are dropped; the instance is thinned like the frame (MAX_POINTS);
+* camera: each patch pixel is lifted to 3D with its depth, moved with the instance and re-projected; it is drawn
+  where it is nearer than the frame's depth image (depth test), so both modalities agree.
+The AnoVox camera and LiDAR share one mounting point (sensor_setup); where they do not, the patch is still moved
+with the instance in 3D (only the occlusions seen from two centres may differ slightly).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Instance", "InstanceDatabase", "paste_instances"]
+
+ROAD_IDS = (1, 24)          # road, road line (AnoVox / CARLA ids): drivable ground
+
+
+@dataclass
+class Instance:
+    points: np.ndarray          # [n, 4] x, y, z, intensity (LiDAR frame of its source frame)
+    label_ids: np.ndarray       # [n]
+    pix_uv: np.ndarray          # [m, 2] int pixel (u, v) at the source image resolution
+    pix_rgb: np.ndarray         # [m, 3] uint8
+    pix_depth: np.ndarray       # [m] planar depth, metres
+    source: str
+
+
+def _components(xyz: np.ndarray, eps: float) -> np.ndarray:
+    from ..evaluation.point_eval import connected_components
+    return connected_components(xyz, eps)
+
+
+class InstanceDatabase:
+    """Instances of `label_ids` from the given (reader, frame) pairs of a dataset (its point_label_ids gives the
+    per-point labels)."""
+
+    def __init__(self, instances: list[Instance]):
+        self.instances = instances
+
+    def __len__(self):
+        return len(self.instances)
+
+    @classmethod
+    def build(cls, dataset, frames, label_ids, min_points: int = 15, eps: float = 0.8, max_extent: float = 8.0,
+              logger: logging.Logger | None = None) -> "InstanceDatabase":
+        label_ids = np.asarray(sorted(label_ids))
+        out = []
+        for name, frame in frames:
+            reader = dataset.readers[name]
+            points = reader.read_points(frame)
+            ids = dataset.point_label_ids(reader, frame, points)
+            sel = np.isin(ids, label_ids)
+            if sel.sum() < min_points:
+                continue
+            pts, lab = points[sel], ids[sel]
+            comp = _components(pts[:, :3], eps)
+            try:
+                sem_img = reader.read_semantic_image(frame)
+                rgb = reader.read_rgb(frame)
+                depth = reader.read_depth(frame)
+            except Exception as err:       # noqa: BLE001 - no camera data: LiDAR-only instances
+                if logger:
+                    logger.warning("copy-paste database: %s %d without camera patch (%s)", name, frame, err)
+                sem_img = rgb = depth = None
+            calib = reader.calibration
+            pix_comp = ndimage.label(np.isin(sem_img, label_ids))[0] if sem_img is not None else None
+            for c in np.unique(comp):
+                m = comp == c
+                if m.sum() < min_points or np.ptp(pts[m, :3], 0)[:2].max() > max_extent:
+                    continue
+                inst_pts = pts[m]
+                uv = np.zeros((0, 2), np.int64)
+                prgb, pdep = np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
+                if pix_comp is not None:
+                    cam = inst_pts[:, :3] @ calib.lidar_to_cam[:3, :3].T + calib.lidar_to_cam[:3, 3]
+                    front = cam[:, 2] > 0.5
+                    if front.any():
+                        u = np.round(calib.intrinsics[0, 0] * cam[front, 0] / cam[front, 2] + calib.intrinsics[0, 2])
+                        v = np.round(calib.intrinsics[1, 1] * cam[front, 1] / cam[front, 2] + calib.intrinsics[1, 2])
+                        H, W = pix_comp.shape
+                        ok = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+                        hits = pix_comp[v[ok].astype(int), u[ok].astype(int)]
+                        hits = hits[hits > 0]
+                        if len(hits):     # the pixel components the instance's points fall in
+                            keep_c = np.unique(hits)
+                            vv, uu = np.nonzero(np.isin(pix_comp, keep_c))
+                            uv = np.stack([uu, vv], 1)
+                            prgb, pdep = rgb[vv, uu], depth[vv, uu]
+                out.append(Instance(inst_pts.copy(), lab[m].copy(), uv, prgb, pdep, f"{name}/{frame}"))
+        if logger:
+            logger.info("copy-paste database: %d instances of labels %s from %d frames (%d with an image patch)",
+                        len(out), label_ids.tolist(), len(frames), sum(len(i.pix_uv) > 0 for i in out))
+        return cls(out)
+
+
+def _rot_z(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _angles(xyz):
+    r = np.linalg.norm(xyz, axis=1)
+    az = np.arctan2(xyz[:, 1], xyz[:, 0])
+    el = np.arcsin(np.clip(xyz[:, 2] / np.maximum(r, 1e-6), -1, 1))
+    return az, el, r
+
+
+def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.ndarray, label_ids: np.ndarray,
+                    rgb: np.ndarray | None, depth: np.ndarray | None, calib, cfg, keep_fraction: float = 1.0,
+                    new_label: int | None = None):
+    """Paste up to cfg.MAX_INSTANCES instances. -> (points, label_ids, rgb, number pasted). `new_label` relabels the
+    pasted points (REAL: an unknown object made from a known one); cfg.SCALE_RANGE rescales them about their base."""
+    if not len(db):
+        return points, label_ids, rgb, 0
+    n_paste = int(rng.integers(1, int(cfg.MAX_INSTANCES) + 1))
+    bin_az, bin_el = np.radians(cfg.OCCLUSION_BIN_DEG[0]), np.radians(cfg.OCCLUSION_BIN_DEG[1])
+    hfov = None
+    if rgb is not None:
+        hfov = 2 * np.arctan(rgb.shape[1] / 2 / calib.intrinsics[0, 0])
+    pasted = 0
+    occupied = [] if cfg.AVOID_OVERLAP else None
+    for _ in range(n_paste):
+        for _attempt in range(int(cfg.ATTEMPTS)):
+            inst = db.instances[int(rng.integers(len(db)))]
+            ip = inst.points[:, :3].astype(np.float64)
+            centre = ip.mean(0)
+            base_z = ip[:, 2].min()
+            scale = float(rng.uniform(*cfg.SCALE_RANGE)) if cfg.SCALE_RANGE else 1.0
+            az0 = np.arctan2(centre[1], centre[0])
+            if hfov is not None and len(inst.pix_uv) and rng.random() < cfg.IN_VIEW_PROB:
+                target_az = rng.uniform(-0.45 * hfov, 0.45 * hfov)
+            else:
+                target_az = rng.uniform(-np.pi, np.pi)
+            R = _rot_z(target_az - az0)
+            new = ip @ R.T
+            new_c = centre @ R.T
+            if scale != 1.0:            # about the base point under the centre
+                pivot = np.array([new_c[0], new_c[1], base_z])
+                new = pivot + (new - pivot) * scale
+            radius = max(0.4, 0.5 * np.ptp(new[:, :2], 0).max())
+            # drivable ground under the footprint and nothing standing there
+            d_xy = np.linalg.norm(points[:, :2] - new_c[:2], axis=1)
+            near = d_xy < radius + 0.3
+            if near.sum() < 3 or not np.isin(label_ids[near], ROAD_IDS).mean() > 0.6:
+                continue
+            if (points[near, 2] > base_z + 0.25).any():
+                continue
+            if occupied is not None and any(np.linalg.norm(new_c[:2] - c) < radius + r + 0.5 for c, r in occupied):
+                continue
+            break
+        else:
+            continue
+        # thin the instance like the frame (MAX_POINTS), never to nothing
+        if keep_fraction < 1.0:
+            k = rng.random(len(new)) < keep_fraction
+            if k.sum() < 3:
+                continue
+            new, inst_pts, inst_lab = new[k], inst.points[k], inst.label_ids[k]
+        else:
+            inst_pts, inst_lab = inst.points, inst.label_ids
+        # LiDAR occlusion by angular bins
+        az_t, el_t, r_t = _angles(points[:, :3].astype(np.float64))
+        az_o, el_o, r_o = _angles(new)
+        key = lambda az, el: (np.floor(az / bin_az).astype(np.int64) * 100_000 + np.floor(el / bin_el).astype(np.int64))
+        ko, kt = key(az_o, el_o), key(az_t, el_t)
+        order = np.argsort(ko)
+        uk, first = np.unique(ko[order], return_index=True)
+        min_r = np.minimum.reduceat(r_o[order], first)
+        pos = np.clip(np.searchsorted(uk, kt), 0, len(uk) - 1)
+        same = uk[pos] == kt
+        behind = same & (r_t > min_r[pos] - 0.05)
+        # instance points hidden by frame points in front of them
+        tk_order = np.argsort(kt)
+        utk, tfirst = np.unique(kt[tk_order], return_index=True)
+        tmin = np.minimum.reduceat(r_t[tk_order], tfirst)
+        opos = np.clip(np.searchsorted(utk, ko), 0, len(utk) - 1)
+        hidden = (utk[opos] == ko) & (tmin[opos] < r_o - 0.3)
+        keep_obj = ~hidden
+        if keep_obj.sum() < 3:
+            continue
+        obj = np.concatenate([new[keep_obj], inst_pts[keep_obj, 3:4]], 1).astype(points.dtype)
+        obj_lab = inst_lab[keep_obj] if new_label is None else np.full(int(keep_obj.sum()), new_label, np.int64)
+        points = np.concatenate([points[~behind], obj])
+        label_ids = np.concatenate([label_ids[~behind], obj_lab])
+        if occupied is not None:
+            occupied.append((new_c[:2], radius))
+        pasted += 1
+        # camera: lift the patch to 3D, move it with the instance, re-project with a depth test
+        if rgb is not None and len(inst.pix_uv):
+            rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c)
+    return points, label_ids, rgb, pasted
+
+
+def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c):
+    K, T = calib.intrinsics, calib.lidar_to_cam
+    u, v = inst.pix_uv[:, 0].astype(np.float64), inst.pix_uv[:, 1].astype(np.float64)
+    d = inst.pix_depth.astype(np.float64)
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * d, (v - K[1, 2]) / K[1, 1] * d, d], 1)
+    inv = np.linalg.inv(T)
+    lidar = cam @ inv[:3, :3].T + inv[:3, 3]
+    moved = lidar @ R.T
+    if scale != 1.0:
+        pivot = np.array([new_c[0], new_c[1], base_z])
+        moved = pivot + (moved - pivot) * scale
+    cam2 = moved @ T[:3, :3].T + T[:3, 3]
+    z = cam2[:, 2]
+    ok = z > 0.5
+    H, W = rgb.shape[:2]
+    foot = int(np.ceil(scale)) + 1              # splat size: no holes from rounding, nor when the patch grows
+    uu = np.floor(K[0, 0] * cam2[ok, 0] / z[ok] + K[0, 2]).astype(np.int64)
+    vv = np.floor(K[1, 1] * cam2[ok, 1] / z[ok] + K[1, 2]).astype(np.int64)
+    colours, zs = inst.pix_rgb[ok], z[ok]
+    order = np.argsort(-zs)                     # far first: nearer patch pixels overwrite
+    uu, vv, colours, zs = uu[order], vv[order], colours[order], zs[order]
+    out = rgb.copy()
+    for dy in range(foot):
+        for dx in range(foot):
+            x, y = uu + dx, vv + dy
+            inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+            x, y, c, zz = x[inside], y[inside], colours[inside], zs[inside]
+            visible = zz < (depth[y, x] if depth is not None else np.inf)
+            out[y[visible], x[visible]] = c[visible]
+    return out
