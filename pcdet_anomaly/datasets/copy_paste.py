@@ -165,9 +165,11 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
             break
         else:
             continue
-        # thin the instance like the frame (MAX_POINTS), never to nothing
-        if keep_fraction < 1.0:
-            k = rng.random(len(new)) < keep_fraction
+        # thin the instance like the frame (MAX_POINTS), and by scale^2 when it shrinks (a smaller object at the same
+        # range meets proportionally fewer beams), never to nothing
+        fraction = keep_fraction * min(1.0, scale * scale)
+        if fraction < 1.0:
+            k = rng.random(len(new)) < fraction
             if k.sum() < 3:
                 continue
             new, inst_pts, inst_lab = new[k], inst.points[k], inst.label_ids[k]
