@@ -123,10 +123,12 @@ def _angles(xyz):
 def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.ndarray, label_ids: np.ndarray,
                     rgb: np.ndarray | None, depth: np.ndarray | None, calib, cfg, keep_fraction: float = 1.0,
                     new_label: int | None = None):
-    """Paste up to cfg.MAX_INSTANCES instances. -> (points, label_ids, rgb, number pasted). `new_label` relabels the
-    pasted points (REAL: an unknown object made from a known one); cfg.SCALE_RANGE rescales them about their base."""
+    """Paste up to cfg.MAX_INSTANCES instances. -> (points, label_ids, rgb, number pasted, mask of pasted points).
+    `new_label` relabels the pasted points (REAL: an unknown object made from a known one); cfg.SCALE_RANGE rescales
+    them about their base."""
+    is_pasted = np.zeros(len(points), bool)
     if not len(db):
-        return points, label_ids, rgb, 0
+        return points, label_ids, rgb, 0, is_pasted
     n_paste = int(rng.integers(1, int(cfg.MAX_INSTANCES) + 1))
     bin_az, bin_el = np.radians(cfg.OCCLUSION_BIN_DEG[0]), np.radians(cfg.OCCLUSION_BIN_DEG[1])
     hfov = None
@@ -199,13 +201,14 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
         obj_lab = inst_lab[keep_obj] if new_label is None else np.full(int(keep_obj.sum()), new_label, np.int64)
         points = np.concatenate([points[~behind], obj])
         label_ids = np.concatenate([label_ids[~behind], obj_lab])
+        is_pasted = np.concatenate([is_pasted[~behind], np.ones(len(obj), bool)])
         if occupied is not None:
             occupied.append((new_c[:2], radius))
         pasted += 1
         # camera: lift the patch to 3D, move it with the instance, re-project with a depth test
         if rgb is not None and len(inst.pix_uv):
             rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c)
-    return points, label_ids, rgb, pasted
+    return points, label_ids, rgb, pasted, is_pasted
 
 
 def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c):

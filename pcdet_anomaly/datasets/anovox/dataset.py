@@ -204,8 +204,9 @@ class AnoVoxDataset(DatasetTemplate):
             from ..copy_paste import paste_instances
             depth = reader.read_depth(frame) if rgb is not None else None
             new_label = int(cfg.LABELS.ANOMALY_IDS[0]) if cp.MODE == "real" else None
-            points, label_ids, rgb, _ = paste_instances(rng, self.copy_paste_db, points, label_ids, rgb, depth,
-                                                        reader.calibration, cp, len(points) / n_filtered, new_label)
+            points, label_ids, rgb, _, _ = paste_instances(rng, self.copy_paste_db, points, label_ids, rgb, depth,
+                                                           reader.calibration, cp, len(points) / n_filtered,
+                                                           new_label)
         keep, points, aug = self.augment(points, rng)
         if keep is not None:
             label_ids = label_ids[keep]

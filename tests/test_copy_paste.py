@@ -1,0 +1,123 @@
+"""Multimodal copy-paste: pasted instances stand on road, hide what is behind them along the LiDAR rays, and their
+image patch moves with their points (the projected pasted points land on the redrawn pixels); REAL mode relabels
+and thins shrunk instances; the energy margin loss separates synthesized outliers."""
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict
+
+from pcdet_anomaly.config import load_config
+from pcdet_anomaly.datasets import build_dataset
+from pcdet_anomaly.datasets.copy_paste import ROAD_IDS, _angles, paste_instances
+from pcdet_anomaly.models.heads.anomaly_head import VoxelAnomalyHead
+from pcdet_anomaly.utils.common_utils import ROOT_DIR
+
+
+def _dataset(root, names, mode="anomaly", label_ids=(), scale=()):
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml").DATA_CONFIG
+    cfg.DATA_PATH = str(root)
+    cfg.SPLIT.MODE, cfg.SPLIT.LISTS = "lists", {"train": names, "val": [], "test": []}
+    cp = cfg.COPY_PASTE
+    cp.ENABLED, cp.MODE, cp.LABEL_IDS, cp.SCALE_RANGE, cp.PROB = True, mode, list(label_ids), list(scale), 1.0
+    return build_dataset(cfg, "train", True), cfg
+
+
+def _paste_until(ds, cfg, new_label=None, seeds=range(40)):
+    for seed in seeds:
+        name, frame = ds.frames[seed % len(ds.frames)]
+        r = ds.readers[name]
+        pts = r.read_points(frame)
+        ids = ds.point_label_ids(r, frame, pts)
+        rgb, depth = r.read_rgb(frame), r.read_depth(frame)
+        out = paste_instances(np.random.default_rng(seed), ds.copy_paste_db, pts, ids, rgb, depth, r.calibration,
+                              cfg.COPY_PASTE, 1.0, new_label)
+        if out[3] == 1:
+            return r, pts, ids, rgb, out
+    pytest.fail("nothing could be pasted in 40 tries")
+
+
+def test_copy_paste_is_consistent_across_modalities(synth_root):
+    root, summaries = synth_root
+    ds, cfg = _dataset(root, [s["name"] for s in summaries])
+    assert len(ds.copy_paste_db) > 0 and all(len(i.pix_uv) for i in ds.copy_paste_db.instances)
+    cfg.COPY_PASTE.MAX_INSTANCES = 1
+    anomaly = np.asarray(cfg.LABELS.ANOMALY_IDS)
+    r, pts, ids, rgb, (p2, l2, rgb2, n, is_pasted) = _paste_until(ds, cfg)
+    tail = p2[is_pasted]
+    n_old_kept = int((~is_pasted).sum())
+    assert len(tail) >= 3 and np.isin(l2[is_pasted], anomaly).all() and not is_pasted[:n_old_kept].any()
+    # turned about the vertical axis: heights are those of a database instance, exactly
+    zs = np.concatenate([i.points[:, 2] for i in ds.copy_paste_db.instances])
+    assert np.isin(tail[:, 2], zs).all()
+    # placed on drivable ground, with nothing of the frame standing in its footprint
+    c = tail[:, :2].mean(0)
+    under = np.linalg.norm(pts[:, :2] - c, axis=1) < 0.5
+    assert under.sum() > 0 and np.isin(ids[under], ROAD_IDS).mean() > 0.5
+    assert not (pts[under, 2] > tail[:, 2].min() + 0.25).any()
+    # nothing of the frame stays behind it along its rays (same angular bin, farther)
+    b_az, b_el = np.radians(cfg.COPY_PASTE.OCCLUSION_BIN_DEG[0]), np.radians(cfg.COPY_PASTE.OCCLUSION_BIN_DEG[1])
+    az_o, el_o, r_o = _angles(tail[:, :3].astype(np.float64))
+    az_t, el_t, r_t = _angles(p2[:n_old_kept, :3].astype(np.float64))
+    bins = {}
+    for a, e, rr in zip(np.floor(az_o / b_az), np.floor(el_o / b_el), r_o):
+        bins[(a, e)] = min(bins.get((a, e), np.inf), rr)
+    behind = [rr > bins[(a, e)] for a, e, rr in zip(np.floor(az_t / b_az), np.floor(el_t / b_el), r_t)
+              if (a, e) in bins]
+    assert not any(behind)
+    before = [rr > bins[(a, e)] for a, e, rr in zip(np.floor(_angles(pts[:, :3].astype(np.float64))[0] / b_az),
+                                                   np.floor(_angles(pts[:, :3].astype(np.float64))[1] / b_el),
+                                                   _angles(pts[:, :3].astype(np.float64))[2]) if (a, e) in bins]
+    assert any(before)            # the paste did hide something (the road behind it)
+    # the image patch moved with the points: projected pasted points land on redrawn pixels
+    changed = (rgb2 != rgb).any(2)
+    cal = r.calibration
+    cam = tail[:, :3] @ cal.lidar_to_cam[:3, :3].T + cal.lidar_to_cam[:3, 3]
+    front = cam[:, 2] > 1
+    u = (cal.intrinsics[0, 0] * cam[front, 0] / cam[front, 2] + cal.intrinsics[0, 2]).astype(int)
+    v = (cal.intrinsics[1, 1] * cam[front, 1] / cam[front, 2] + cal.intrinsics[1, 2]).astype(int)
+    ok = (u >= 1) & (u < rgb.shape[1] - 1) & (v >= 1) & (v < rgb.shape[0] - 1)
+    if ok.sum() >= 5:             # in view: most points hit (a 3x3 neighbourhood of) changed pixels
+        near = np.zeros(ok.sum(), bool)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                near |= changed[v[ok] + dy, u[ok] + dx]
+        assert near.mean() > 0.6, near.mean()
+        assert changed.sum() > 20
+
+
+def test_real_mode_relabels_and_thins_shrunk_instances(synth_root):
+    root, summaries = synth_root
+    ds, cfg = _dataset(root, [s["name"] for s in summaries], "real", (14,), (0.4, 0.5))
+    assert len(ds.copy_paste_db) > 0
+    cfg.COPY_PASTE.MAX_INSTANCES = 1
+    sizes = [len(i.points) for i in ds.copy_paste_db.instances]
+    r, pts, ids, rgb, (p2, l2, rgb2, n, is_pasted) = _paste_until(ds, cfg, new_label=29)
+    pasted = int(is_pasted.sum())
+    assert pasted > 0 and (l2[is_pasted] == 29).all() and pasted <= 0.25 * max(sizes) + 5          # thinned by scale^2 (<= 0.25)
+    with pytest.raises(ValueError, match="LABEL_IDS must be normal classes"):
+        _dataset(root, [s["name"] for s in summaries], "real", (29,), (0.4, 0.5))
+
+
+def test_energy_margin_loss_separates_outliers():
+    model_cfg = EasyDict(NUM_SEMANTIC_CLASSES=4, NORMALITY_SCORE="energy")
+    loss_cfg = EasyDict(TYPE="focal", POS_WEIGHT=-1.0, FOCAL_GAMMA=2.0, LOVASZ_WEIGHT=0.0, ANOMALY_LOVASZ_WEIGHT=0.0,
+                        LOVASZ_TYPE="softmax", SEMANTIC_WEIGHT=1.0, OUTLIER_WEIGHT=1.0, ENERGY_M_IN=-7.0,
+                        ENERGY_M_OUT=-3.0)
+    torch.manual_seed(0)
+    head = VoxelAnomalyHead(model_cfg, loss_cfg, "normality", 8)
+    feats = torch.randn(200, 8)
+    labels = (torch.arange(200) % 10 == 0).long()            # 10 % synthesized outliers
+    semantic = torch.where(labels == 1, torch.tensor(255), torch.randint(0, 4, (200,)))
+    opt = torch.optim.Adam(head.parameters(), lr=0.01)
+    for _ in range(300):
+        batch = {"voxel_features": feats, "point2voxel": torch.arange(200), "voxel_labels": labels,
+                 "voxel_semantic": semantic}
+        loss, tb = head.get_loss(head(batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert "loss_outlier" in tb
+    scores = head(dict(batch))["voxel_scores"].detach()
+    assert scores[labels == 1].min() > scores[labels == 0].max()        # every outlier above every inlier
+    loss_cfg.OUTLIER_WEIGHT = 0.0
+    assert "loss_outlier" not in head.get_loss(head(dict(batch)))[1]
