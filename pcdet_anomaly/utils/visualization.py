@@ -15,37 +15,60 @@ def _plt():
     return plt
 
 
-def bev_heatmap_axes(ax, xyz, scores, labels=None, max_range=50.0, title="", vmin=0.0, vmax=1.0, cmap="inferno"):
-    """Points (or voxel centres) seen from above: the structure in grey by height, anomaly scores above 5 % of the
-    colour range on top (hotter = larger, drawn last); ground-truth anomalies circled."""
-    keep = (np.abs(xyz[:, 0]) < max_range) & (np.abs(xyz[:, 1]) < max_range)
-    # the scene's structure in grey, brighter with height (what a low score would paint black on black) ...
-    height = np.clip((xyz[keep, 2] - np.percentile(xyz[keep, 2], 2)) / 4.0, 0, 1) if keep.any() else np.zeros(0)
-    ax.scatter(xyz[keep, 0], xyz[keep, 1], c=np.stack([0.35 + 0.45 * height] * 3, 1) if keep.any() else "grey",
-               s=0.4, linewidths=0)
-    # ... and the scores on top: points above 5 % of the range, hotter and larger drawn last
-    hot = keep & (scores >= vmin + 0.05 * (vmax - vmin))
+def bev_window(xyz, max_range=50.0):
+    return (xyz[:, 0] > -max_range / 3) & (xyz[:, 0] < max_range) & (np.abs(xyz[:, 1]) < max_range / 2)
+
+
+def score_floor(scores, vmin=0.0, vmax=1.0, top_fraction=0.1) -> float:
+    """The lowest score drawn in colour: the frame's top `top_fraction` and at least 5 % of the colour range."""
+    floor = vmin + 0.05 * (vmax - vmin)
+    if len(scores) and top_fraction < 1:
+        floor = max(floor, float(np.quantile(scores, 1 - top_fraction)))
+    return floor
+
+
+def bev_heatmap_axes(ax, xyz, scores, labels=None, max_range=50.0, title="", vmin=0.0, vmax=1.0, cmap="YlOrRd",
+                     top_fraction=0.1):
+    """Points seen from above on a light background: the whole scene's structure in grey (darker = higher, so walls,
+    cars and poles read as outlines), and on top only the frame's highest scores (its top `top_fraction` of points
+    and at least 5 % of the colour range), coloured and sized by score, hottest drawn last; ground-truth anomalies
+    circled in blue. A model that separates the anomaly shows one dark-red blob on a grey map."""
+    keep = bev_window(xyz, max_range)
+    if keep.any():
+        z = xyz[keep, 2]
+        height = np.clip((z - np.percentile(z, 2)) / 3.0, 0, 1)
+        grey = np.stack([0.78 - 0.5 * height] * 3, 1)
+        ax.scatter(xyz[keep, 0], xyz[keep, 1], c=grey, s=1.2, linewidths=0, rasterized=True)
+    floor = score_floor(scores[keep], vmin, vmax, top_fraction)
+    hot = keep & (scores >= floor)
     order = np.argsort(scores[hot])
     s_hot = scores[hot][order]
-    sc = ax.scatter(xyz[hot, 0][order], xyz[hot, 1][order], c=s_hot, s=1.0 + 8.0 * (s_hot - vmin) / (vmax - vmin),
-                    cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0)
+    sc = ax.scatter(xyz[hot, 0][order], xyz[hot, 1][order], c=s_hot, s=2.0 + 14.0 * (s_hot - vmin) / (vmax - vmin),
+                    cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0, rasterized=True)
     if labels is not None and (labels == 1).any():
         anomalous = (labels == 1) & keep
-        ax.scatter(xyz[anomalous, 0], xyz[anomalous, 1], s=30, facecolors="none", edgecolors="cyan",
-                   linewidths=0.6, label="ground-truth anomaly")
-        ax.legend(loc="upper right", fontsize=7)
-    ax.plot([0], [0], marker=">", color="lime", markersize=8)     # the ego sensor, facing +x
+        ax.scatter(xyz[anomalous, 0], xyz[anomalous, 1], s=40, facecolors="none", edgecolors="#1f4fd1",
+                   linewidths=0.8, label="ground-truth anomaly")
+    ax.plot([0], [0], marker=">", color="#1a9641", markersize=9, linestyle="none", label="ego sensor (+x)")
+    ax.legend(loc="upper right", fontsize=7, title=f"coloured: top {100 * top_fraction:.0f}% of scores "
+              f"(>= {floor:.2f})", title_fontsize=7)
     ax.set(xlim=(-max_range / 3, max_range), ylim=(-max_range / 2, max_range / 2), aspect="equal",
            xlabel="x forward (m)", ylabel="y left (m)", title=title)
-    ax.set_facecolor("#101010")
+    ax.set_facecolor("white")
     return sc
 
 
-def camera_overlay_axes(ax, rgb, uv, scores, title="", vmin=0.0, vmax=1.0, cmap="inferno"):
+def camera_overlay_axes(ax, rgb, uv, scores, title="", vmin=0.0, vmax=1.0, cmap="YlOrRd", floor=None):
+    """The image with the projected scores on top: points at or above `floor` (the bird's-eye view's threshold)
+    coloured and sized by score, the rest as faint dots."""
     ax.imshow(rgb)
-    order = np.argsort(scores)
-    sc = ax.scatter(uv[order, 0], uv[order, 1], c=scores[order], s=2, cmap=cmap, vmin=vmin, vmax=vmax,
-                    linewidths=0, alpha=0.85)
+    floor = vmin + 0.05 * (vmax - vmin) if floor is None else floor
+    low = scores < floor
+    ax.scatter(uv[low, 0], uv[low, 1], c="white", s=0.6, linewidths=0, alpha=0.35)
+    order = np.argsort(scores[~low])
+    s_hot = scores[~low][order]
+    sc = ax.scatter(uv[~low, 0][order], uv[~low, 1][order], c=s_hot, s=2.0 + 10.0 * (s_hot - vmin) / (vmax - vmin),
+                    cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0, alpha=0.9)
     ax.set(xlim=(0, rgb.shape[1]), ylim=(rgb.shape[0], 0), title=title)
     ax.axis("off")
     return sc
@@ -60,7 +83,8 @@ def save_frame_heatmap(out_path, xyz, scores, labels=None, rgb=None, uv=None, uv
     axes = np.atleast_1d(axes)
     sc = bev_heatmap_axes(axes[0], xyz, scores, labels, title="bird's-eye view")
     if rgb is not None:
-        camera_overlay_axes(axes[1], rgb, uv, uv_scores, title="camera view")
+        floor = score_floor(scores[bev_window(xyz)])
+        camera_overlay_axes(axes[1], rgb, uv, uv_scores, title="camera view", floor=floor)
     cbar = fig.colorbar(sc, ax=axes.tolist(), fraction=0.025, pad=0.01)
     cbar.set_label("anomaly score")
     fig.suptitle(title)
