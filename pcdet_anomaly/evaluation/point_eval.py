@@ -32,7 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .metrics import binary_clf_curve, ranking_metrics
+from .metrics import _metrics_from_curve, binary_clf_curve, ranking_metrics
 
 __all__ = ["STU_PROTOCOL", "stu_point_labels", "stu_fpr95", "PointEvaluator", "ObjectEvaluator",
            "connected_components", "instances_from_scores"]
@@ -156,8 +156,10 @@ class PointEvaluator:
 
     def _metrics(self, group: str) -> dict:
         labels, scores = self.arrays(group)
-        out = ranking_metrics(labels, scores).as_dict()       # AUROC and AP bit-equal to sklearn
-        fps, tps, thr = binary_clf_curve(labels, scores) if len(labels) else (np.zeros(0),) * 3
+        if not len(labels):
+            return ranking_metrics(labels, scores).as_dict() | {"threshold": 0.0}
+        fps, tps, thr = binary_clf_curve(labels, scores)      # one sort for every number
+        out = _metrics_from_curve(fps, tps).as_dict()          # AUROC and AP bit-equal to sklearn
         fpr95, i = stu_fpr95(fps, tps)
         out["fpr95"] = fpr95                                   # the STU rule (TPR > 0.95 on the dropped curve)
         out["threshold"] = float(thr[i]) if i >= 0 else 0.0
