@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Run a trained model on a split, write per-frame voxel predictions in the AnoVox format and the metrics report.
+"""Run a trained model on a split, write per-frame predictions and the metrics report: AnoVox voxel predictions for
+AnoVox configs; for SemanticKITTI-layout configs (STU, cfgs/stu/) STU's format, one score per point of every scan,
+<run>/eval/<ckpt>/<split>/predictions/<seq>/<frame>.txt, with the point- and object-level report (tools/eval_points.py).
 
     python tools/test.py --cfg cfgs/anovox/cylinder_fusion_cpu.yaml --ckpt output/.../ckpt/best.pth
     python tools/test.py --cfg ... --eval_all            (every checkpoint_epoch_*.pth of the run folder)

@@ -8,6 +8,8 @@ batch_dict (what every model stage reads and writes; N = points in the batch, V 
     voxel_labels    [V] int64            same, by the configured vote
     point_semantic  [N] int64, voxel_semantic [V] int64   (semantic class or IGNORE_INDEX; when enabled)
     images          [B, 3, H, W] float32 normalised RGB (absent when DATA_CONFIG.IMAGE.ENABLED is false)
+    image_semantic  [B, H/s, W/s] int64  2D class per pixel of the stride-s features (training with
+                    IMAGE.AUX_SEMANTIC; IGNORE_INDEX where unknown)
     calib           list of B dicts: intrinsics [3, 3], lidar_to_cam [4, 4], image_hw (H, W) - all torch
     aug_matrix      [B, 4, 4] float64    original LiDAR frame -> augmented frame
     frame_id        list of B ints;  scene_id  list of B str;  batch_size  int (good frames only)
@@ -48,6 +50,8 @@ def collate_batch(samples: list[dict]) -> dict:
         out[key] = torch.from_numpy(np.concatenate(parts).astype(np.int64))
     if "image" in samples[0]:
         out["images"] = torch.from_numpy(np.stack([s["image"] for s in samples]))
+    if all("image_semantic" in s for s in samples):
+        out["image_semantic"] = torch.from_numpy(np.stack([s["image_semantic"] for s in samples]))
     out["calib"] = [{"intrinsics": torch.from_numpy(s["intrinsics"]), "lidar_to_cam": torch.from_numpy(
         s["lidar_to_cam"]), "image_hw": tuple(s["image_hw"])} for s in samples]
     out["aug_matrix"] = torch.from_numpy(np.stack([s["aug_matrix"] for s in samples]))

@@ -122,10 +122,11 @@ def _angles(xyz):
 
 def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.ndarray, label_ids: np.ndarray,
                     rgb: np.ndarray | None, depth: np.ndarray | None, calib, cfg, keep_fraction: float = 1.0,
-                    new_label: int | None = None):
+                    new_label: int | None = None, sem_img: np.ndarray | None = None):
     """Paste up to cfg.MAX_INSTANCES instances. -> (points, label_ids, rgb, number pasted, mask of pasted points).
     `new_label` relabels the pasted points (REAL: an unknown object made from a known one); cfg.SCALE_RANGE rescales
-    them about their base."""
+    them about their base. `sem_img` (the frame's SEMANTIC-CAM label image) is painted in place with the pasted
+    instance's label where its patch is drawn."""
     is_pasted = np.zeros(len(points), bool)
     if not len(db):
         return points, label_ids, rgb, 0, is_pasted
@@ -207,11 +208,12 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
         pasted += 1
         # camera: lift the patch to 3D, move it with the instance, re-project with a depth test
         if rgb is not None and len(inst.pix_uv):
-            rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c)
+            label = new_label if new_label is not None else int(np.bincount(inst.label_ids).argmax())
+            rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img, label)
     return points, label_ids, rgb, pasted, is_pasted
 
 
-def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c):
+def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None, label=0):
     K, T = calib.intrinsics, calib.lidar_to_cam
     u, v = inst.pix_uv[:, 0].astype(np.float64), inst.pix_uv[:, 1].astype(np.float64)
     d = inst.pix_depth.astype(np.float64)
@@ -240,4 +242,6 @@ def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c):
             x, y, c, zz = x[inside], y[inside], colours[inside], zs[inside]
             visible = zz < (depth[y, x] if depth is not None else np.inf)
             out[y[visible], x[visible]] = c[visible]
+            if sem_img is not None and sem_img.shape == rgb.shape[:2]:
+                sem_img[y[visible], x[visible]] = label
     return out

@@ -54,6 +54,18 @@ class CylinderFusionNet(nn.Module):
                 model_cfg.FUSION, grid, channels, self.image_backbone.out_channels)
             channels = self.fusion.out_channels
             self.stages.update(image_backbone=self.image_backbone, fusion=self.fusion)
+        self.image_aux_head = None          # auxiliary 2D segmentation of the image branch (IMAGE.AUX_SEMANTIC)
+        aux = data_cfg.IMAGE.AUX_SEMANTIC
+        if aux.ENABLED and mode != "lidar_only":
+            if aux.STRIDE not in self.image_backbone.out_channels:
+                raise ValueError(f"DATA_CONFIG.IMAGE.AUX_SEMANTIC.STRIDE {aux.STRIDE} must be one of "
+                                 f"MODEL.IMAGE_BACKBONE.OUT_STRIDES {sorted(self.image_backbone.out_channels)}")
+            c = self.image_backbone.out_channels[aux.STRIDE]
+            k = len(aux.CLASSES) + int(bool(aux.ANOMALY_CLASS))
+            self.image_aux_head = nn.Sequential(nn.Conv2d(c, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64),
+                                                nn.ReLU(inplace=True), nn.Conv2d(64, k, 1))
+            self.aux_stride, self.aux_weight = int(aux.STRIDE), float(aux.WEIGHT)
+            self.ignore_index = int(data_cfg.LABELS.IGNORE_INDEX)
         self.head = _lookup(HEADS, model_cfg.HEAD.NAME, "MODEL.HEAD.NAME")(
             model_cfg.HEAD, model_cfg.LOSS, model_cfg.REGIME, channels, data_cfg.LABELS.IGNORE_INDEX)
         self.stages["head"] = self.head
@@ -73,10 +85,25 @@ class CylinderFusionNet(nn.Module):
                 timings[name] = time.perf_counter() - start
         if self.profile:
             batch_dict["timings"] = timings
+        if self.image_aux_head is not None and self.training and "image_semantic" in batch_dict:
+            batch_dict["image_semantic_logits"] = self.image_aux_head(
+                batch_dict["image_features"][self.aux_stride])
         return batch_dict
 
     def get_loss(self, batch_dict: dict):
-        return self.head.get_loss(batch_dict)
+        total, tb = self.head.get_loss(batch_dict)
+        if "image_semantic_logits" in batch_dict:
+            logits, target = batch_dict["image_semantic_logits"].float(), batch_dict["image_semantic"]
+            if logits.shape[-2:] != target.shape[-2:]:
+                raise RuntimeError(f"image_semantic targets {tuple(target.shape[-2:])} do not match the stride-"
+                                   f"{self.aux_stride} features {tuple(logits.shape[-2:])}")
+            aux = torch.nn.functional.cross_entropy(logits, target, ignore_index=self.ignore_index) \
+                if (target != self.ignore_index).any() else logits.sum() * 0.0
+            aux = aux * self.aux_weight
+            tb["loss_image_semantic"] = float(aux.detach())
+            total = total + aux
+            tb["loss"] = float(total.detach())
+        return total, tb
 
     def parameter_counts(self) -> dict:
         return {name: (sum(p.numel() for p in stage.parameters()),

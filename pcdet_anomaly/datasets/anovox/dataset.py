@@ -5,6 +5,7 @@ import logging
 from collections import Counter
 
 import numpy as np
+from PIL import Image
 from scipy.spatial import cKDTree
 
 from ..dataset_template import DatasetTemplate
@@ -199,6 +200,9 @@ class AnoVoxDataset(DatasetTemplate):
             raise FrameError(reader.file("lidar", frame), "no points left inside POINT_FILTER_RANGE")
         label_ids = self.point_label_ids(reader, frame, points)
         rgb = reader.read_rgb(frame) if cfg.IMAGE.ENABLED else None
+        aux = cfg.IMAGE.AUX_SEMANTIC
+        sem_img = np.array(reader.read_semantic_image(frame)) if (rgb is not None and aux.ENABLED and self.training) \
+            else None
         cp = cfg.COPY_PASTE
         if self.copy_paste_db is not None and rng.random() < cp.PROB:     # training only
             from ..copy_paste import paste_instances
@@ -206,7 +210,7 @@ class AnoVoxDataset(DatasetTemplate):
             new_label = int(cfg.LABELS.ANOMALY_IDS[0]) if cp.MODE == "real" else None
             points, label_ids, rgb, _, _ = paste_instances(rng, self.copy_paste_db, points, label_ids, rgb, depth,
                                                            reader.calibration, cp, len(points) / n_filtered,
-                                                           new_label)
+                                                           new_label, sem_img)
         keep, points, aug = self.augment(points, rng)
         if keep is not None:
             label_ids = label_ids[keep]
@@ -215,7 +219,22 @@ class AnoVoxDataset(DatasetTemplate):
         if self.targets.num_semantic:
             sample["point_semantic"] = self.targets.semantic(label_ids)
         sample.update(self.voxelize(sample))
+        if sem_img is not None:
+            sample["image_semantic"] = self.image_semantic_targets(sem_img)
         return self.add_image(sample, rgb, reader.calibration)
+
+    def image_semantic_targets(self, sem_img: np.ndarray) -> np.ndarray:
+        """SEMANTIC-CAM label ids -> class per pixel of the stride-s feature map (nearest), IGNORE_INDEX elsewhere."""
+        aux, labels = self.dataset_cfg.IMAGE.AUX_SEMANTIC, self.dataset_cfg.LABELS
+        lut = np.full(256, labels.IGNORE_INDEX, np.int64)
+        for c, ids in enumerate(aux.CLASSES):
+            lut[np.asarray(ids, np.int64)] = c
+        if aux.ANOMALY_CLASS:
+            lut[np.asarray([i for i in labels.ANOMALY_IDS if i < 256], np.int64)] = len(aux.CLASSES)
+        H, W = self.dataset_cfg.IMAGE.SIZE
+        small = np.asarray(Image.fromarray(sem_img.astype(np.uint8)).resize((W // aux.STRIDE, H // aux.STRIDE),
+                                                                            Image.NEAREST))
+        return lut[small]
 
     def z_shift(self, scene_id: str) -> float:
         """The scenario's EVAL_GRID vertical shift (EVAL_GRID.Z_SHIFT 'auto': told from the data)."""
