@@ -121,3 +121,48 @@ def test_energy_margin_loss_separates_outliers():
     assert scores[labels == 1].min() > scores[labels == 0].max()        # every outlier above every inlier
     loss_cfg.OUTLIER_WEIGHT = 0.0
     assert "loss_outlier" not in head.get_loss(head(dict(batch)))[1]
+
+
+def test_aux_semantic_targets_and_loss(synth_root):
+    """IMAGE.AUX_SEMANTIC: the SEMANTIC-CAM image becomes a class map at the feature stride (anomaly class included),
+    pasted instances are painted into it, and the model adds a 2D cross-entropy that trains the image branch."""
+    from pcdet_anomaly.datasets import collate_batch
+    from pcdet_anomaly.models import build_network
+    root, summaries = synth_root
+    ds, cfg = _dataset(root, [s["name"] for s in summaries])
+    ds.dataset_cfg.IMAGE.AUX_SEMANTIC.ENABLED = True
+    aux = ds.dataset_cfg.IMAGE.AUX_SEMANTIC
+    H, W = ds.dataset_cfg.IMAGE.SIZE
+    samples = [ds[i] for i in range(len(ds))]
+    k = len(aux.CLASSES)
+    for s in samples:
+        t = s["image_semantic"]
+        assert t.shape == (H // aux.STRIDE, W // aux.STRIDE)
+        assert set(np.unique(t)) <= set(range(k + 1)) | {255}
+    assert any((s["image_semantic"] == k).any() for s in samples)        # the anomaly class is there
+    full = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    full.DATA_CONFIG = ds.dataset_cfg
+    full.MODEL.BACKBONE_3D.INIT_SIZE = 4
+    model = build_network(full.MODEL, full.DATA_CONFIG).train()
+    batch = collate_batch(samples[:2])
+    loss, tb = model.get_loss(model(batch))
+    assert tb["loss_image_semantic"] > 0
+    loss.backward()
+    assert model.image_aux_head[0].weight.grad.abs().sum() > 0
+    assert model.image_backbone.layer2[0].conv1.weight.grad.abs().sum() > 0     # reaches the encoder
+    # pasting paints the label image where the patch is drawn
+    name, frame = ds.frames[0]
+    r = ds.readers[name]
+    pts = r.read_points(frame)
+    ids = ds.point_label_ids(r, frame, pts)
+    for seed in range(30):
+        sem = np.array(r.read_semantic_image(frame))
+        rgb = r.read_rgb(frame)
+        out = paste_instances(np.random.default_rng(seed), ds.copy_paste_db, pts, ids, rgb, r.read_depth(frame),
+                              r.calibration, cfg.COPY_PASTE, 1.0, None, sem)
+        if out[3]:
+            changed = (out[2] != rgb).any(2)
+            assert np.isin(sem[changed], cfg.LABELS.ANOMALY_IDS).mean() > 0.95
+            break
+    else:
+        pytest.fail("nothing pasted")
