@@ -2,8 +2,8 @@
 """The results study of the README: supervised ablations and the normality regime on a synthetic benchmark split by
 scenario, with anomaly shape families held out of training; several seeds; metrics on the held-out test split.
 
-    python benchmarks/run_study.py [--seeds 0 1 2] [--epochs 5] [--only fusion lidar_only]
-Writes output/study/results.json and prints the markdown table. Re-running skips finished (variant, seed) runs.
+    python benchmarks/run_study.py [--seeds 0 1 2] [--epochs 5] [--only fusion lidar_only] [--study output/study]
+Writes <study>/results.json and prints the markdown table. Re-running skips finished (variant, seed) runs.
 """
 import argparse
 import json
@@ -27,7 +27,10 @@ VARIANTS = {   # name: config
     "lidar_only": "cfgs/anovox/ablation_lidar_only_cpu.yaml",
     "image_only": "cfgs/anovox/ablation_image_only_cpu.yaml",
     "normality": "cfgs/anovox/normality_cpu.yaml",
+    "normality_real": "cfgs/anovox/normality_real_cpu.yaml",
 }
+# extra --set pairs per variant (the levers studied on top of a config)
+VARIANT_SETS = {}
 NORMALITY_SCORES = ["max_logit", "energy", "entropy"]
 # per-voxel groups of the held-out shapes (each anomalous voxel's own anomaly row names its family) and of label 29
 HELD_OUT_GROUPS = {"cone": "family:cone", "boulder": "family:boulder"}
@@ -53,7 +56,10 @@ def main(argv=None):
     parser.add_argument("--scenarios", type=int, default=50)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--report", action="store_true", help="only print the table and draw the curves")
+    parser.add_argument("--study", default="output/study", help="output folder (results.json, runs, pictures)")
     args = parser.parse_args(argv)
+    global STUDY
+    STUDY = Path(args.study) if Path(args.study).is_absolute() else ROOT / args.study
     results_path = STUDY / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if not args.report:
@@ -78,9 +84,10 @@ def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
         return
     cfg, out = VARIANTS[variant], STUDY / variant / f"seed{seed}"
     start = time.time()
+    sets = sets + VARIANT_SETS.get(variant, [])
     run([PY, "tools/train.py", "--cfg", cfg, "--output_dir", str(out), "--no_progress", "--set", *sets])
     train_s = time.time() - start
-    for score in NORMALITY_SCORES if variant == "normality" else [None]:
+    for score in NORMALITY_SCORES if variant.startswith("normality") else [None]:
         test_sets = sets + (["MODEL.HEAD.NORMALITY_SCORE", score] if score else [])
         run([PY, "tools/test.py", "--cfg", cfg, "--output_dir", str(out), "--split", "test", "--no_progress",
              "--set", *test_sets])
