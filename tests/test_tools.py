@@ -147,10 +147,14 @@ def test_profile_model_reports_every_stage(synth_root, capsys):
 
 
 def test_demo_overrides_are_the_cpu_config():
-    """make demo trains cylinder_fusion.yaml with run_demo's overrides; they must stay equal to cylinder_fusion_cpu.yaml."""
+    """make demo trains cylinder_fusion.yaml with run_demo's overrides; they must stay equal to cylinder_fusion_cpu.yaml
+    except for what the demo sets on purpose: the study's split (held-out families), point budget and 7 epochs."""
     import run_demo
     demo = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion.yaml", run_demo.CPU_OVERRIDES)
-    cpu = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    cpu = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml", [
+        "DATA_CONFIG.MAX_POINTS", "20000", "OPTIMIZATION.NUM_EPOCHS", "7",
+        "DATA_CONFIG.SPLIT.HOLDOUT_SHAPE_FAMILIES", '["cone", "boulder"]'])
     for cfg in (demo, cpu):
         cfg.pop("CFG_FILE"), cfg.pop("CFG_TAG")
     assert demo == cpu
+    assert demo.DATA_CONFIG.COPY_PASTE.ENABLED

@@ -57,13 +57,21 @@ class InstanceDatabase:
 
     @classmethod
     def build(cls, dataset, frames, label_ids, min_points: int = 15, eps: float = 0.8, max_extent: float = 8.0,
-              logger: logging.Logger | None = None) -> "InstanceDatabase":
+              logger: logging.Logger | None = None, bad_frame_policy: str = "skip") -> "InstanceDatabase":
+        from .anovox.reader import FrameError
         label_ids = np.asarray(sorted(label_ids))
         out = []
         for name, frame in frames:
             reader = dataset.readers[name]
-            points = reader.read_points(frame)
-            ids = dataset.point_label_ids(reader, frame, points)
+            try:
+                points = reader.read_points(frame)
+                ids = dataset.point_label_ids(reader, frame, points)
+            except FrameError as err:       # a bad frame gives no instance (the training loop reports it again)
+                if bad_frame_policy == "stop":
+                    raise
+                if logger:
+                    logger.warning("copy-paste database: skipping bad frame %s %d: %s", name, frame, err)
+                continue
             sel = np.isin(ids, label_ids)
             if sel.sum() < min_points:
                 continue
@@ -73,7 +81,7 @@ class InstanceDatabase:
                 sem_img = reader.read_semantic_image(frame)
                 rgb = reader.read_rgb(frame)
                 depth = reader.read_depth(frame)
-            except Exception as err:       # noqa: BLE001 - no camera data: LiDAR-only instances
+            except FrameError as err:      # no usable camera data: a LiDAR-only instance
                 if logger:
                     logger.warning("copy-paste database: %s %d without camera patch (%s)", name, frame, err)
                 sem_img = rgb = depth = None

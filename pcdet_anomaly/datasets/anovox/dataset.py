@@ -130,7 +130,8 @@ class AnoVoxDataset(DatasetTemplate):
             if set(label_ids) & set(self.dataset_cfg.LABELS.ANOMALY_IDS):
                 raise ValueError("DATA_CONFIG.COPY_PASTE.MODE real rescales known instances: LABEL_IDS must be normal "
                                  f"classes (e.g. [14, 15, 12]), got {label_ids}")
-        db = InstanceDatabase.build(self, frames, label_ids, cp.MIN_POINTS, cp.CLUSTER_EPS, logger=self.logger)
+        db = InstanceDatabase.build(self, frames, label_ids, cp.MIN_POINTS, cp.CLUSTER_EPS, logger=self.logger,
+                                    bad_frame_policy=self.dataset_cfg.BAD_FRAME_POLICY)
         if not len(db):
             self.logger.warning("COPY_PASTE enabled but the %s split has no instance of labels %s: nothing to paste",
                                 self.split, label_ids)
@@ -211,6 +212,9 @@ class AnoVoxDataset(DatasetTemplate):
             points, label_ids, rgb, _, _ = paste_instances(rng, self.copy_paste_db, points, label_ids, rgb, depth,
                                                            reader.calibration, cp, len(points) / n_filtered,
                                                            new_label, sem_img)
+            if cfg.MAX_POINTS > 0 and len(points) > cfg.MAX_POINTS:     # pasted points count towards the budget
+                sub = np.sort(rng.choice(len(points), cfg.MAX_POINTS, replace=False))
+                points, label_ids = points[sub], label_ids[sub]
         keep, points, aug = self.augment(points, rng)
         if keep is not None:
             label_ids = label_ids[keep]
