@@ -382,3 +382,21 @@ def test_end_to_end_on_semantickitti_layout(sk_root, tmp_path):
     partial = eval_points(["--data", str(root), "--pred", str(pred), "--out", str(tmp_path / "ev2"), "--no_progress",
                            "--cfg", str(cfg_path), "--allow_missing"])
     assert partial["missing_predictions"]["num_frames"] == 1
+
+
+def test_learning_map_feeds_semantic_classes(sk_root):
+    """cfgs/stu/synth_normality_cpu.yaml: raw SemanticKITTI ids -> learning map -> grouped classes; anomalies (raw 2)
+    and ignored points (raw 0) are ignored by the semantic head, and only normality sequences train."""
+    root, _ = sk_root
+    cfg = _sk_cfg(root, "cfgs/stu/synth_normality_cpu.yaml")
+    d = cfg.DATA_CONFIG
+    ds = build_dataset(d, "all", False)
+    seq = ds.scenarios[0]
+    pts, raw, _ = ds.read_frame(seq, ds.readers[seq].frames[0])
+    sem = ds.semantic_targets(raw)
+    assert (sem[raw == 40] == 0).all() and (sem[raw == 48] == 1).all() and (sem[raw == 10] == 7).all()
+    assert (sem[raw == 2] == 255).all() and (sem[raw == 0] == 255).all() and (raw == 40).any()
+    train = build_dataset(d, "train", True)
+    assert all(not train._has_anomaly(train.readers[n]) for n in train.scenarios)
+    s = train[0]
+    assert set(np.unique(s["point_semantic"])) <= set(range(8)) | {255} and (s["point_labels"] != 1).all()
