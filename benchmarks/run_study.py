@@ -242,6 +242,10 @@ def table(results):
                      f"{ms([get(r, 'label29', 'ap') for r in runs])} | "
                      f"{ms([get(r, 'held_out', 'cone', 'ap') for r in runs])} | "
                      f"{ms([get(r, 'held_out', 'boulder', 'ap') for r in runs])} |")
+    # drop columns that no row has (a held-out family that fell into validation, not test)
+    cells = [line.split("|")[1:-1] for line in lines]
+    keep = [j for j in range(len(cells[0])) if j < 2 or any(c[j].strip() != "n/a" for c in cells[2:])]
+    lines = ["|" + "|".join(c[j] for j in keep) + "|" for c in cells]
     cov = next((r["coverage"] for runs in rows.values() for r in runs), None)
     if cov:
         lines.append("")
