@@ -44,11 +44,11 @@ def bev_heatmap_axes(ax, xyz, scores, labels=None, max_range=50.0, title="", vmi
     order = np.argsort(scores[hot])
     s_hot = scores[hot][order]
     sc = ax.scatter(xyz[hot, 0][order], xyz[hot, 1][order], c=s_hot, s=2.0 + 14.0 * (s_hot - vmin) / (vmax - vmin),
-                    cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0, rasterized=True)
-    if labels is not None and (labels == 1).any():
+                    cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0, rasterized=True, zorder=3)
+    if labels is not None and (labels == 1).any():     # under the scores, so the anomaly's own colour shows
         anomalous = (labels == 1) & keep
-        ax.scatter(xyz[anomalous, 0], xyz[anomalous, 1], s=40, facecolors="none", edgecolors="#1f4fd1",
-                   linewidths=0.8, label="ground-truth anomaly")
+        ax.scatter(xyz[anomalous, 0], xyz[anomalous, 1], s=90, facecolors="none", edgecolors="#1f4fd1",
+                   linewidths=0.6, alpha=0.6, label="ground-truth anomaly", zorder=2)
     ax.plot([0], [0], marker=">", color="#1a9641", markersize=9, linestyle="none", label="ego sensor (+x)")
     ax.legend(loc="upper right", fontsize=7, title=f"coloured: top {100 * top_fraction:.0f}% of scores "
               f"(>= {floor:.2f})", title_fontsize=7)
