@@ -33,11 +33,34 @@ class DatasetTemplate(torch.utils.data.Dataset):
         self.root_path = resolve_path(root_path if root_path is not None else dataset_cfg.DATA_PATH)
         self.logger = logger or logging.getLogger("pcdet_anomaly")
 
+    # subclasses set self.frames ([(scene_id, frame), ...]), self.bad_frames (Counter), self.seed, self.epoch and
+    # implement prepare_sample(index)
     def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Augmentation randomness is a function of (seed, epoch, index): resumed runs repeat it exactly."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+
+    def prepare_sample(self, index: int) -> dict:
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict:
-        raise NotImplementedError
+        """The sample of frame `index`; under BAD_FRAME_POLICY 'skip' a bad frame gives a marker
+        {'bad_frame': path, 'error': message, 'scene_id', 'frame_id'} that collate_batch drops and reports (a bad
+        frame is dropped, never replaced by another one, so no frame is trained on or scored twice)."""
+        from .anovox.reader import FrameError
+        try:
+            return self.prepare_sample(index)
+        except FrameError as err:
+            if self.dataset_cfg.BAD_FRAME_POLICY == "stop":
+                raise
+            name, frame = self.frames[index]
+            self.bad_frames[str(err.path)] += 1
+            self.logger.warning("skipping bad frame %s %d: %s", name, frame, err)
+            return {"bad_frame": str(err.path), "error": str(err), "scene_id": name, "frame_id": int(frame)}
 
     # ---- shared sample steps
     def subsample(self, num_points: int, rng: np.random.Generator) -> np.ndarray | None:

@@ -115,9 +115,6 @@ class AnoVoxDataset(DatasetTemplate):
         self.logger.info("AnoVox %s: %d scenarios, %d frames (layouts: %s)", split, len(names), len(self.frames),
                          dict(layouts))
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
     def _build_copy_paste_db(self, cp):
         from ..copy_paste import InstanceDatabase
         if cp.MODE not in ("anomaly", "real"):
@@ -136,26 +133,6 @@ class AnoVoxDataset(DatasetTemplate):
             self.logger.warning("COPY_PASTE enabled but the %s split has no instance of labels %s: nothing to paste",
                                 self.split, label_ids)
         return db
-
-    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
-        """Augmentation randomness is a function of (seed, epoch, index): resumed runs repeat it exactly."""
-        self.epoch = int(epoch)
-        if seed is not None:
-            self.seed = int(seed)
-
-    def __getitem__(self, index: int) -> dict | None:
-        """The sample of frame `index`; under BAD_FRAME_POLICY 'skip' a bad frame gives a marker
-        {'bad_frame': path, 'error': message, 'scene_id', 'frame_id'} that collate_batch drops and reports (a bad
-        frame is dropped, never replaced by another one, so no frame is trained on or scored twice)."""
-        try:
-            return self.prepare_sample(index)
-        except FrameError as err:
-            if self.dataset_cfg.BAD_FRAME_POLICY == "stop":
-                raise
-            name, frame = self.frames[index]
-            self.bad_frames[str(err.path)] += 1
-            self.logger.warning("skipping bad frame %s %d: %s", name, frame, err)
-            return {"bad_frame": str(err.path), "error": str(err), "scene_id": name, "frame_id": int(frame)}
 
     # ---- steps
     def point_label_ids(self, reader: ScenarioReader, frame: int, points: np.ndarray) -> np.ndarray:

@@ -101,25 +101,6 @@ class SemanticKittiDataset(DatasetTemplate):
                 return True
         return False
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
-        self.epoch = int(epoch)
-        if seed is not None:
-            self.seed = int(seed)
-
-    def __getitem__(self, index: int) -> dict:
-        try:
-            return self.prepare_sample(index)
-        except FrameError as err:
-            if self.dataset_cfg.BAD_FRAME_POLICY == "stop":
-                raise
-            name, frame = self.frames[index]
-            self.bad_frames[str(err.path)] += 1
-            self.logger.warning("skipping bad frame %s %d: %s", name, frame, err)
-            return {"bad_frame": str(err.path), "error": str(err), "scene_id": name, "frame_id": int(frame)}
-
     # ---- frames
     def filter_mask(self, points: np.ndarray) -> np.ndarray:
         r = self.dataset_cfg.POINT_FILTER_RANGE
