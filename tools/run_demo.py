@@ -2,7 +2,7 @@
 """The README's main job, on the built-in synthetic AnoVox data:
 generate the study's set (50 scenarios x 4 frames, seed 1) -> train cfgs/anovox/cylinder_fusion.yaml with CPU-sized
 overrides, cone and boulder anomalies held out of training -> test on the held-out test scenarios ->
-tools/eval_voxels.py report -> heatmap pictures. About 12 minutes on 2 cores. Re-running reuses the data and resumes
+tools/eval_voxels.py report -> heatmap pictures. About 10 minutes on 2 cores. Re-running reuses the data and resumes
 the run.
 """
 import subprocess

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from PIL import Image
 import cuda_ops
 
 from ..utils.common_utils import resolve_path
+from .anovox.labels import TargetMapper
 from .augmentation import apply_matrix, point_dropout, random_augmentation_matrix
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -32,9 +34,34 @@ class DatasetTemplate(torch.utils.data.Dataset):
         self.training = training
         self.root_path = resolve_path(root_path if root_path is not None else dataset_cfg.DATA_PATH)
         self.logger = logger or logging.getLogger("pcdet_anomaly")
+        labels = dataset_cfg.LABELS
+        self.targets = TargetMapper(labels.ANOMALY_IDS, labels.IGNORE_IDS, labels.IGNORE_INDEX,
+                                    labels.SEMANTIC_CLASSES)
+        self.ignore_index = labels.IGNORE_INDEX
+        self.frames: list = []                  # [(scene_id, frame), ...]: see take_scenarios
+        self.bad_frames: Counter = Counter()
+        self.seed, self.epoch = 0, 0
 
-    # subclasses set self.frames ([(scene_id, frame), ...]), self.bad_frames (Counter), self.seed, self.epoch and
-    # implement prepare_sample(index)
+    def take_scenarios(self, names: list[str]) -> None:
+        """The split's scenarios (sequences): self.scenarios; their readers' problems reported (BAD_FRAME_POLICY stop
+        raises on the first); their frames (FRAME_STRIDE, MAX_FRAMES_PER_SCENARIO) in self.frames. Needs
+        self.readers."""
+        from .anovox.reader import FrameError
+        cfg = self.dataset_cfg
+        self.scenarios = list(names)
+        self.problems = [f"{n}: {p}" for n in names for p in self.readers[n].problems]
+        for problem in self.problems:
+            self.logger.warning("dataset: %s", problem)
+        if self.problems and cfg.BAD_FRAME_POLICY == "stop":
+            raise FrameError(self.root_path, f"{len(self.problems)} problems, first: {self.problems[0]}")
+        self.frames = []
+        for name in names:
+            frames = self.readers[name].frames[::max(1, cfg.FRAME_STRIDE)]
+            if cfg.MAX_FRAMES_PER_SCENARIO > 0:
+                frames = frames[:cfg.MAX_FRAMES_PER_SCENARIO]
+            self.frames += [(name, f) for f in frames]
+
+    # subclasses implement prepare_sample(index)
     def __len__(self) -> int:
         return len(self.frames)
 
@@ -63,6 +90,11 @@ class DatasetTemplate(torch.utils.data.Dataset):
             return {"bad_frame": str(err.path), "error": str(err), "scene_id": name, "frame_id": int(frame)}
 
     # ---- shared sample steps
+    def filter_mask(self, points: np.ndarray) -> np.ndarray:
+        """Points inside POINT_FILTER_RANGE (cartesian, min inclusive, max exclusive)."""
+        r = self.dataset_cfg.POINT_FILTER_RANGE
+        return np.all((points[:, :3] >= r[:3]) & (points[:, :3] < r[3:]), axis=1)
+
     def subsample(self, num_points: int, rng: np.random.Generator) -> np.ndarray | None:
         """Training only: sorted indices of at most MAX_POINTS points (None: keep all). Never at evaluation."""
         cfg = self.dataset_cfg

@@ -101,10 +101,10 @@ class PointEvaluator:
         scores = scores.astype(np.float32)      # the official script reads np.loadtxt(...).astype(np.float32)
         if np.isnan(scores).any():
             raise ValueError(f"{source}: {int(np.isnan(scores).sum())} NaN scores")
+        labels = stu_point_labels(xyz, semantic, self.anomaly_ids, self.ignore_ids, self.min_range, self.max_range)
         if self.objects is not None and instance is not None:
             pred_sem, pred_inst = instances_from_scores(xyz, scores, self.object_threshold, self.object_eps)
-            self.objects.add(xyz, pred_sem, pred_inst, semantic, instance)
-        labels = stu_point_labels(xyz, semantic, self.anomaly_ids, self.ignore_ids, self.min_range, self.max_range)
+            self.objects.add_labelled(labels, pred_sem, pred_inst, instance)
         keep = labels != -1
         c = self.coverage
         c["frames_seen"] += 1
@@ -250,6 +250,10 @@ class ObjectEvaluator:
     def add(self, xyz, pred_semantic, pred_instance, gt_semantic_raw, gt_instance) -> None:
         labels = stu_point_labels(xyz, gt_semantic_raw, self.anomaly_ids, self.ignore_ids, self.min_range,
                                   self.max_range)
+        self.add_labelled(labels, pred_semantic, pred_instance, gt_instance)
+
+    def add_labelled(self, labels, pred_semantic, pred_instance, gt_instance) -> None:
+        """`labels` from stu_point_labels (1 anomaly, 0 inlier, -1 ignored) with this evaluator's ranges and ids."""
         keep = labels != -1
         y_sem = labels[keep]
         if int(y_sem.sum()) < self.min_points:

@@ -24,8 +24,8 @@ def coverage_lines(summary: dict) -> list[str]:
         return [f"coverage ({c['range']}): frames {c['frames_seen']}, skipped {c['frames_skipped']}; points "
                 f"{c['points']}, evaluated {c['points_evaluated']} (scored by the model "
                 f"{pct(c['points_evaluated_scored_by_model'], c['points_evaluated'])}, the rest outside "
-                f"POINT_FILTER_RANGE take their nearest scored point's score); anomalous {c['anomaly_points']} (scored by the model "
-                f"{pct(c['anomaly_points_scored_by_model'], c['anomaly_points'])})"
+                f"POINT_FILTER_RANGE take their nearest scored point's score); anomalous {c['anomaly_points']} "
+                f"(scored by the model {pct(c['anomaly_points_scored_by_model'], c['anomaly_points'])})"
                 + (f"; bad frames {c['bad_frames']}" if c.get("bad_frames") else "")]
     return [f"coverage ({c['range']}): ground-truth voxels {c['gt_voxels']}, predicted {c['gt_voxels_predicted']} "
             f"({pct(c['gt_voxels_predicted'], c['gt_voxels'])}), unpredicted {c['gt_voxels_unpredicted']}; "

@@ -9,7 +9,6 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from ..dataset_template import DatasetTemplate
-from .labels import TargetMapper
 from .reader import FrameError, ScenarioReader, anomaly_rows, list_scenarios
 from .zshift import resolve_z_shift
 
@@ -84,30 +83,13 @@ class AnoVoxDataset(DatasetTemplate):
         self.meta = {name: _anomaly_meta(r) for name, r in self.readers.items()}
         self.splits = split_scenarios(list(self.readers), self.meta, dataset_cfg.SPLIT)
         names = sorted(self.readers) if split == "all" else self.splits[split]
-        self.scenarios = names
-        self.problems = [f"{n}: {p}" for n in names for p in self.readers[n].problems]
-        for problem in self.problems:
-            self.logger.warning("dataset: %s", problem)
-        if self.problems and dataset_cfg.BAD_FRAME_POLICY == "stop":
-            raise FrameError(self.root_path, f"{len(self.problems)} inconsistent frames, first: {self.problems[0]}")
-        self.frames = []
-        for name in names:
-            frames = self.readers[name].frames[::max(1, dataset_cfg.FRAME_STRIDE)]
-            if dataset_cfg.MAX_FRAMES_PER_SCENARIO > 0:
-                frames = frames[:dataset_cfg.MAX_FRAMES_PER_SCENARIO]
-            self.frames += [(name, f) for f in frames]
-        labels = dataset_cfg.LABELS
-        self.targets = TargetMapper(labels.ANOMALY_IDS, labels.IGNORE_IDS, labels.IGNORE_INDEX,
-                                    labels.SEMANTIC_CLASSES)
-        self.ignore_index = labels.IGNORE_INDEX
-        self.bad_frames: Counter = Counter()
-        self.seed, self.epoch = 0, 0
-        # the evaluation grid's vertical convention, per scenario, before any worker starts (a clear error now
-        # rather than labels 3.6 voxels off later)
+        self.take_scenarios(names)
         self.copy_paste_db = None
         cp = dataset_cfg.COPY_PASTE
         if cp.ENABLED and training:
             self.copy_paste_db = self._build_copy_paste_db(cp)
+        # the evaluation grid's vertical convention, per scenario, before any worker starts (a clear error now
+        # rather than labels 3.6 voxels off later)
         shifts = Counter(f"{self.z_shift(n):+.2f} m" for n in names)
         self.logger.info("AnoVox %s: VOXEL_GRID z shift per scenario (EVAL_GRID.Z_SHIFT %s): %s", split,
                          dataset_cfg.EVAL_GRID.Z_SHIFT, dict(shifts))
@@ -167,9 +149,7 @@ class AnoVoxDataset(DatasetTemplate):
         cfg = self.dataset_cfg
         rng = np.random.default_rng([self.seed, self.epoch, i] if self.training else [frame])
         points = reader.read_points(frame)
-        rng_r = cfg.POINT_FILTER_RANGE
-        keep = np.all((points[:, :3] >= rng_r[:3]) & (points[:, :3] < rng_r[3:]), axis=1)
-        points = points[keep]
+        points = points[self.filter_mask(points)]
         n_filtered = len(points)
         sub = self.subsample(len(points), rng)          # training only, never at evaluation
         if sub is not None:
@@ -189,8 +169,8 @@ class AnoVoxDataset(DatasetTemplate):
             points, label_ids, rgb, _, _ = paste_instances(rng, self.copy_paste_db, points, label_ids, rgb, depth,
                                                            reader.calibration, cp, len(points) / n_filtered,
                                                            new_label, sem_img)
-            if cfg.MAX_POINTS > 0 and len(points) > cfg.MAX_POINTS:     # pasted points count towards the budget
-                sub = np.sort(rng.choice(len(points), cfg.MAX_POINTS, replace=False))
+            sub = self.subsample(len(points), rng)       # pasted points count towards MAX_POINTS
+            if sub is not None:
                 points, label_ids = points[sub], label_ids[sub]
         keep, points, aug = self.augment(points, rng)
         if keep is not None:

@@ -17,8 +17,8 @@ from PIL import Image
 
 from .labels import GEN_A_PALETTE, colours_to_ids
 
-__all__ = ["FrameError", "Calibration", "ScenarioReader", "detect_layout", "list_scenarios", "parse_kv_csv",
-           "anomaly_rows", "OFFICIAL_SENSOR_TYPES"]
+__all__ = ["FrameError", "check_points", "Calibration", "ScenarioReader", "detect_layout", "list_scenarios",
+           "parse_kv_csv", "anomaly_rows", "OFFICIAL_SENSOR_TYPES"]
 
 _FRAME_RE = re.compile(r"_(\d+)$")
 
@@ -29,6 +29,15 @@ class FrameError(ValueError):
     def __init__(self, path, message):
         self.path = Path(path)
         super().__init__(f"{self.path}: {message}")
+
+
+def check_points(path, points: np.ndarray) -> None:
+    """A point cloud must hold points, all finite (FrameError naming the file otherwise)."""
+    if len(points) == 0:
+        raise FrameError(path, "empty point cloud (0 points)")
+    bad = ~np.isfinite(points).all(1)
+    if bad.any():
+        raise FrameError(path, f"{int(bad.sum())} of {len(points)} points contain NaN or inf")
 
 
 @dataclass
@@ -370,7 +379,7 @@ class ScenarioReader:
             points = np.concatenate([xyz, colours[:, :1]], 1).astype(np.float32)
         else:
             points = self._load_npy(path, "f", 4).astype(np.float32, copy=False)
-        self._check_points(path, points)
+        check_points(path, points)
         return points
 
     def read_semantic_points(self, frame: int) -> np.ndarray:
@@ -382,16 +391,9 @@ class ScenarioReader:
             points = np.concatenate([xyz, ids[:, None]], 1).astype(np.float64)
         else:
             points = self._load_npy(path, "f", 4).astype(np.float64, copy=False)
-        self._check_points(path, points)
+        check_points(path, points)
         return points
 
-    @staticmethod
-    def _check_points(path, points):
-        if len(points) == 0:
-            raise FrameError(path, "empty point cloud (0 points)")
-        bad = ~np.isfinite(points).all(1)
-        if bad.any():
-            raise FrameError(path, f"{int(bad.sum())} of {len(points)} points contain NaN or inf")
 
     def _read_png(self, key: str, frame: int, mode: str) -> np.ndarray:
         path = self.file(key, frame)

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections import Counter
 
 import numpy as np
 
 from ..anovox.dataset import split_scenarios
-from ..anovox.labels import TargetMapper
 from ..anovox.reader import FrameError
 from ..dataset_template import DatasetTemplate
 from .reader import SequenceReader, list_sequences
@@ -41,10 +39,6 @@ class SemanticKittiDataset(DatasetTemplate):
         camera = dict(cam) if dataset_cfg.IMAGE.ENABLED else None
         skc = dataset_cfg.SEMANTIC_KITTI
         self.readers = {p.name: SequenceReader(p, camera, skc.REQUIRE_LABELS) for p in seq_paths}
-        labels = dataset_cfg.LABELS
-        self.targets = TargetMapper(labels.ANOMALY_IDS, labels.IGNORE_IDS, labels.IGNORE_INDEX,
-                                    labels.SEMANTIC_CLASSES)
-        self.ignore_index = labels.IGNORE_INDEX
         self.learning_map = self._learning_map(skc.LEARNING_MAP, skc.LEARNING_MAP_DEFAULT)
         names = sorted(self.readers)
         split_cfg = dataset_cfg.SPLIT
@@ -56,12 +50,7 @@ class SemanticKittiDataset(DatasetTemplate):
             for n in names:     # a sequence is a normality sequence when no label file holds an anomaly id
                 self.meta[n]["normality"] = not self._has_anomaly(self.readers[n])
         self.splits = split_scenarios(names, self.meta, split_cfg)
-        self.scenarios = names if split == "all" else self.splits[split]
-        self.problems = [f"{n}: {p}" for n in self.scenarios for p in self.readers[n].problems]
-        for problem in self.problems:
-            self.logger.warning("dataset: %s", problem)
-        if self.problems and dataset_cfg.BAD_FRAME_POLICY == "stop":
-            raise FrameError(self.root_path, f"{len(self.problems)} problems, first: {self.problems[0]}")
+        self.take_scenarios(names if split == "all" else self.splits[split])
         if dataset_cfg.IMAGE.ENABLED:
             missing = [n for n in self.scenarios if self.readers[n].image_dir is None]
             if missing:
@@ -70,14 +59,6 @@ class SemanticKittiDataset(DatasetTemplate):
                                  f"'{cam.IMAGE_DIR}' (DATA_CONFIG.CAMERA.IMAGE_DIR). The camera path needs images "
                                  f"and calibration; without them use a LiDAR-only config (cfgs/stu/*lidar_only*) or "
                                  f"set DATA_CONFIG.IMAGE.ENABLED false with MODEL.FUSION.MODE lidar_only")
-        self.frames = []
-        for name in self.scenarios:
-            frames = self.readers[name].frames[::max(1, dataset_cfg.FRAME_STRIDE)]
-            if dataset_cfg.MAX_FRAMES_PER_SCENARIO > 0:
-                frames = frames[:dataset_cfg.MAX_FRAMES_PER_SCENARIO]
-            self.frames += [(name, f) for f in frames]
-        self.bad_frames: Counter = Counter()
-        self.seed, self.epoch = 0, 0
         self.logger.info("SemanticKITTI layout %s: %d sequences, %d frames (%s)", split, len(self.scenarios),
                          len(self.frames), ", ".join(self.scenarios[:8]) + (" ..." if len(self.scenarios) > 8 else ""))
 
@@ -102,10 +83,6 @@ class SemanticKittiDataset(DatasetTemplate):
         return False
 
     # ---- frames
-    def filter_mask(self, points: np.ndarray) -> np.ndarray:
-        r = self.dataset_cfg.POINT_FILTER_RANGE
-        return np.all((points[:, :3] >= r[:3]) & (points[:, :3] < r[3:]), axis=1)
-
     def read_frame(self, scene_id: str, frame: int):
         """-> (points [N, 4] float32, raw semantic [N], instance [N]) of the whole scan (labels all 0 when the
         sequence has none and REQUIRE_LABELS is false)."""

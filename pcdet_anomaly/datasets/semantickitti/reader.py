@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from ..anovox.reader import Calibration, FrameError
+from ..anovox.reader import Calibration, FrameError, check_points
 
 __all__ = ["SequenceReader", "list_sequences", "read_bin", "read_label", "write_bin", "write_label",
            "read_kitti_calib", "read_ros_camera", "undistort_map", "quat_to_matrix"]
@@ -41,11 +41,7 @@ def read_bin(path: Path) -> np.ndarray:
         raise FrameError(path, f"velodyne scan: {size} bytes is not a multiple of 16 (float32 x, y, z, intensity "
                                f"per point): the file is truncated or not a KITTI .bin")
     points = raw.reshape(-1, 4)
-    if len(points) == 0:
-        raise FrameError(path, "velodyne scan: 0 points")
-    bad = ~np.isfinite(points).all(1)
-    if bad.any():
-        raise FrameError(path, f"velodyne scan: {int(bad.sum())} of {len(points)} points contain NaN or inf")
+    check_points(path, points)
     return points
 
 
