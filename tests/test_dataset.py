@@ -229,3 +229,34 @@ def test_gen_a_fixture_layout_palette_and_pcd(tmp_path):
     assert (sem[:10, 3] == 33).all() and (sem[10:, 3] == 1).all()      # (245, 0, 0) decodes as 33
     assert reader.read_semantic_image(12)[0, 0] == 33 and reader.read_semantic_image(12)[100, 100] == 1
     assert reader.read_anomaly(7)["anomaly_type_id"] == 34
+
+
+def test_anomaly_frame_aware_sampling_draws_anomaly_frames_by_weight_and_repeats_per_epoch(synth_root):
+    from pcdet_anomaly.datasets import EpochSeededSampler
+    root, _ = synth_root
+    ds, _, sampler = build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=50.0), "all", batch_size=2, training=True)
+    has = [ds.frame_has_anomaly(n, f) for n, f in ds.frames]
+    assert 0 < sum(has) < len(has)
+    sampler.set_epoch(3)
+    first = list(sampler)
+    assert len(first) == len(ds) and list(sampler) == first            # a function of (seed, epoch): resumable
+    sampler.set_start(3)
+    assert list(sampler) == first[3:]
+    draws = []
+    for epoch in range(40):
+        sampler.set_epoch(epoch)
+        draws += list(sampler)
+    share = np.mean([has[i] for i in draws])
+    n_anom = sum(has)
+    expected = 50 * n_anom / (50 * n_anom + len(has) - n_anom)
+    assert abs(share - expected) < 0.05, (share, expected)
+    # weight 1 is the plain shuffle: a permutation
+    _, _, plain = build_dataloader(cfg_for(root), "all", batch_size=2, training=True)
+    assert plain.weights is None and sorted(plain) == list(range(len(ds)))
+    # evaluation never resamples; a bad weight is refused
+    _, _, val = build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=50.0), "all", batch_size=2, training=False)
+    assert list(val) == list(range(len(ds)))
+    with pytest.raises(ValueError, match="ANOMALY_FRAME_WEIGHT"):
+        build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=0.0), "all", batch_size=2, training=True)
+    with pytest.raises(ValueError, match="one non-negative number per frame"):
+        EpochSeededSampler(ds, weights=[1.0])

@@ -1,5 +1,6 @@
 """Losses: the Lovasz extension equals the Jaccard loss on hard predictions; the focal loss down-weights easy voxels."""
 import numpy as np
+import pytest
 import torch
 
 from pcdet_anomaly.models.heads.losses import balanced_pos_weight, binary_focal_loss, lovasz_hinge, lovasz_softmax
@@ -46,3 +47,47 @@ def test_focal_loss_downweights_easy_voxels_and_balanced_weight():
     assert float(balanced_pos_weight(t, -1.0)) == 4.0
     assert float(balanced_pos_weight(torch.zeros(5, dtype=torch.long), -1.0)) == 1.0
     assert float(balanced_pos_weight(torch.tensor([1] + [0] * 999), -1.0)) == 50.0   # clamped
+
+
+def test_hard_negative_mask_keeps_positives_and_the_highest_logit_negatives():
+    from pcdet_anomaly.models.heads.losses import hard_negative_mask
+    logits = torch.tensor([0.1, 5.0, -3.0, 2.0, -1.0, 0.5, -9.0, 4.0])
+    targets = torch.tensor([1, 0, 1, 0, 0, 0, 0, 0])
+    keep = hard_negative_mask(logits, targets, fraction=0.5, min_negatives=0)   # 6 negatives -> 3 hardest
+    assert keep.tolist() == [True, True, True, True, False, False, False, True]
+    # a negative's focal loss grows with its logit, so the kept ones are the highest-loss negatives
+    per_voxel = [float(binary_focal_loss(l[None], torch.tensor([0.0]), torch.tensor(1.0))) for l in logits]
+    neg_losses = sorted((per_voxel[i] for i in range(8) if targets[i] == 0), reverse=True)
+    assert min(per_voxel[i] for i in range(8) if keep[i] and targets[i] == 0) == neg_losses[2]
+    # the minimum wins over the fraction, never more than exist; fraction 1 keeps everything
+    assert int(hard_negative_mask(logits, targets, 0.01, min_negatives=4).sum()) == 2 + 4
+    assert int(hard_negative_mask(logits, targets, 0.01, min_negatives=100).sum()) == 8
+    assert bool(hard_negative_mask(logits, targets, 1.0).all())
+    with pytest.raises(ValueError, match="HARD_NEGATIVE_FRACTION"):
+        hard_negative_mask(logits, targets, 0.0)
+
+
+def test_head_loss_with_hard_negative_mining_equals_the_loss_on_the_mined_voxels():
+    from pcdet_anomaly.config import load_config
+    from pcdet_anomaly.models.heads.anomaly_head import VoxelAnomalyHead
+    from pcdet_anomaly.utils.common_utils import ROOT_DIR
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3000, generator=g)
+    labels = (torch.rand(3000, generator=g) < 0.01).long()
+    labels[:50] = 255                                          # ignored voxels never enter the mining
+    batch = {"voxel_logits": logits, "voxel_labels": labels, "voxel_features": torch.zeros(3000, 4)}
+    loss_cfg = cfg.MODEL.LOSS
+    loss_cfg.HARD_NEGATIVE_FRACTION, loss_cfg.HARD_NEGATIVE_MIN = 0.1, 0
+    head = VoxelAnomalyHead(cfg.MODEL.HEAD, loss_cfg, "supervised", in_channels=4)
+    mined, tb = head.get_loss(batch)
+    valid = labels != 255
+    lg, tg = logits[valid], labels[valid]
+    neg = lg[tg == 0]
+    cut = torch.sort(neg, descending=True).values[int(np.ceil(0.1 * len(neg))) - 1]
+    sel = (tg == 1) | (lg >= cut)
+    expected = binary_focal_loss(lg[sel], tg[sel], balanced_pos_weight(tg[sel], -1.0), 2.0)
+    assert torch.allclose(mined, expected) and abs(tb["pos_fraction"] - float(tg.float().mean())) < 1e-9
+    loss_cfg.HARD_NEGATIVE_FRACTION = 1.0
+    full, _ = head.get_loss(batch)
+    assert not torch.allclose(full, mined)

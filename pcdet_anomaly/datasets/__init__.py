@@ -29,12 +29,20 @@ class EpochSeededSampler(torch.utils.data.Sampler):
     the middle of an epoch continues where it stopped).
 
     Training (pad=True) pads the permutation to a multiple of the world size, as DistributedSampler does; evaluation
-    (pad=False) gives each frame to exactly one rank, so gathered results equal a single-process evaluation."""
+    (pad=False) gives each frame to exactly one rank, so gathered results equal a single-process evaluation.
+
+    `weights` (one per frame, training only): draw the epoch's len(dataset) indices with replacement in proportion to
+    them instead of a permutation (anomaly-frame-aware sampling, DATA_CONFIG.ANOMALY_FRAME_WEIGHT); the same
+    (seed, epoch) function, so resume and sharding behave as above."""
 
     def __init__(self, dataset, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
-                 pad: bool = True):
+                 pad: bool = True, weights=None):
         self.dataset, self.seed, self.shuffle, self.epoch = dataset, seed, shuffle, 0
         self.rank, self.world_size, self.pad, self.start = rank, world_size, pad, 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and (len(self.weights) != len(dataset) or not (self.weights >= 0).all()
+                                         or self.weights.sum() <= 0):
+            raise ValueError("sampler weights must be one non-negative number per frame, not all zero")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -47,7 +55,10 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         n = len(self.dataset)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g).tolist()
+            if self.weights is not None and n:
+                order = torch.multinomial(self.weights, n, replacement=True, generator=g).tolist()
+            else:
+                order = torch.randperm(n, generator=g).tolist()
         else:
             order = list(range(n))
         if self.world_size > 1:
@@ -63,12 +74,31 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         return max(0, len(self._indices()) - self.start)
 
 
+def anomaly_frame_weights(dataset, weight: float, logger=None):
+    """Per-frame sampling weights: `weight` for frames with an anomaly, 1 for the others (None when weight is 1: a
+    plain shuffle). Like OpenPCDet's class-balanced resampling (CBGS), at the frame level and without growing the
+    epoch."""
+    if weight <= 0:
+        raise ValueError(f"DATA_CONFIG.ANOMALY_FRAME_WEIGHT must be > 0, got {weight}")
+    if weight == 1 or len(dataset) == 0:
+        return None
+    has = [dataset.frame_has_anomaly(name, frame) for name, frame in dataset.frames]
+    n_anom = sum(has)
+    if logger is not None:
+        share = n_anom * weight / (n_anom * weight + len(has) - n_anom)
+        logger.info("anomaly-frame-aware sampling: %d of %d training frames hold an anomaly, drawn with weight %g "
+                    "(%.0f%% of the draws)", n_anom, len(has), weight, 100 * share)
+    return [weight if h else 1.0 for h in has]
+
+
 def build_dataloader(dataset_cfg, split, batch_size, training, workers=0, dist=False, seed=0, logger=None,
                      root_path=None):
     dataset = build_dataset(dataset_cfg, split, training, logger, root_path)
     dataset.set_epoch(0, seed)
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
-    sampler = EpochSeededSampler(dataset, seed, shuffle=training, rank=rank, world_size=world, pad=training)
+    weights = anomaly_frame_weights(dataset, dataset_cfg.ANOMALY_FRAME_WEIGHT, logger) if training else None
+    sampler = EpochSeededSampler(dataset, seed, shuffle=training, rank=rank, world_size=world, pad=training,
+                                 weights=weights)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
                         num_workers=workers, collate_fn=collate_batch, pin_memory=False, drop_last=False,

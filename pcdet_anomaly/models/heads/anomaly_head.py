@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import balanced_pos_weight, binary_focal_loss, lovasz_hinge, lovasz_softmax
+from .losses import balanced_pos_weight, binary_focal_loss, hard_negative_mask, lovasz_hinge, lovasz_softmax
 
 __all__ = ["VoxelAnomalyHead"]
 
@@ -71,6 +71,10 @@ class VoxelAnomalyHead(nn.Module):
             labels = batch_dict["voxel_labels"]
             keep = labels != self.ignore_index
             logits, targets = batch_dict["voxel_logits"][keep].float(), labels[keep]
+            tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
+            if cfg.HARD_NEGATIVE_FRACTION < 1:
+                hard = hard_negative_mask(logits, targets, cfg.HARD_NEGATIVE_FRACTION, cfg.HARD_NEGATIVE_MIN)
+                logits, targets = logits[hard], targets[hard]
             pos_weight = balanced_pos_weight(targets, cfg.POS_WEIGHT)
             gamma = cfg.FOCAL_GAMMA if cfg.TYPE == "focal" else 0.0
             if cfg.TYPE not in ("focal", "bce"):
@@ -89,7 +93,6 @@ class VoxelAnomalyHead(nn.Module):
                 lov = lov * cfg.ANOMALY_LOVASZ_WEIGHT
                 tb["loss_lovasz"] = float(lov.detach())
                 total = total + lov
-            tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
         if self.semantic_logits is not None and "voxel_semantic" in batch_dict:
             labels = batch_dict["voxel_semantic"]
             keep = labels != self.ignore_index

@@ -1,10 +1,12 @@
 """Losses on sparse voxels only: class-balanced BCE / focal, Lovasz hinge (binary) and Lovasz softmax."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["balanced_pos_weight", "binary_focal_loss", "lovasz_hinge", "lovasz_softmax"]
+__all__ = ["balanced_pos_weight", "binary_focal_loss", "hard_negative_mask", "lovasz_hinge", "lovasz_softmax"]
 
 
 def balanced_pos_weight(targets: torch.Tensor, configured: float, max_weight: float = 50.0) -> torch.Tensor:
@@ -25,6 +27,21 @@ def binary_focal_loss(logits, targets, pos_weight, gamma: float = 2.0) -> torch.
         p_t = p * targets + (1 - p) * (1 - targets)
         bce = bce * (1 - p_t).pow(gamma)
     return bce.mean()
+
+
+def hard_negative_mask(logits: torch.Tensor, targets: torch.Tensor, fraction: float, min_negatives: int = 0):
+    """Hard-negative mining: a mask keeping every positive and the ceil(fraction * negatives) (at least
+    `min_negatives`) negatives with the highest logits. A negative's BCE / focal loss grows monotonically with its
+    logit, so these are the highest-loss negatives; ties at the cut are broken by position (torch.topk)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"MODEL.LOSS.HARD_NEGATIVE_FRACTION must be in (0, 1], got {fraction}")
+    keep = targets.bool().clone()
+    neg = torch.nonzero(~keep).squeeze(1)
+    k = min(len(neg), max(math.ceil(fraction * len(neg)), int(min_negatives)))
+    if k:
+        hardest = torch.topk(logits.detach()[neg], k, sorted=False).indices
+        keep[neg[hardest]] = True
+    return keep
 
 
 def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
