@@ -162,3 +162,66 @@ def test_two_process_gloo_run_only_rank0_writes(synth_root, tmp_path):
     assert (run / "ckpt" / "latest.pth").is_file()
     state = load_checkpoint(run / "ckpt" / "latest.pth")
     assert state["epoch"] == 1 and not any(k.startswith("module.") for k in state["model_state"])
+
+
+def test_model_ema_averages_float_entries_copies_integer_ones_and_ramps_its_decay():
+    from pcdet_anomaly.engine.ema import ModelEMA
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = ModelEMA(net, decay=0.9)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    expected = {k: v.clone().double() for k, v in start.items() if v.dtype.is_floating_point}
+    for n in range(30):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * (n + 1))
+        net.train()(torch.randn(4, 3))                 # moves BatchNorm's running stats and its batch counter
+        d = min(0.9, (1 + n + 1) / (10 + n + 1))
+        assert ema.current_decay() == min(0.9, (1 + n) / (10 + n))
+        ema.update(net)
+        assert ema.updates == n + 1
+        for k, v in net.state_dict().items():
+            if k in expected:
+                expected[k] = d * expected[k] + (1 - d) * v.double()
+    for k, v in ema.state_dict().items():
+        if k in expected:
+            assert torch.allclose(v.double(), expected[k], atol=1e-5), k
+            assert not torch.allclose(v, net.state_dict()[k]), k     # an average, not a copy
+        else:
+            assert torch.equal(v, net.state_dict()[k]), k           # num_batches_tracked
+    assert all(not p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError, match="EMA.DECAY"):
+        ModelEMA(net, 1.0)
+
+
+def test_ema_run_validates_and_tests_the_average_and_resumes_it_bitwise(synth_root, tmp_path):
+    import importlib.util
+    from pcdet_anomaly.engine.checkpoint import inference_state
+    spec = importlib.util.spec_from_file_location("pcdet_test_tool", ROOT_DIR / "tools" / "test.py")
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    cfg = tiny_cfg(synth_root)
+    cfg.OPTIMIZATION.EMA.ENABLED, cfg.OPTIMIZATION.EMA.DECAY = True, 0.9
+    full = make_trainer(cfg, tmp_path / "a")
+    full.train()
+    state = load_checkpoint(tmp_path / "a" / "ckpt" / "latest.pth")
+    assert state["extra"]["ema_updates"] == full.global_step > 0
+    differs = [k for k, v in state["ema_state"].items() if v.dtype.is_floating_point
+               and not torch.equal(v, state["model_state"][k])]
+    assert differs and inference_state(state)["model_state"] is state["ema_state"]
+    assert full.eval_model() is full.ema.module
+    # interrupted after epoch 1 and resumed: the average continues exactly
+    part = make_trainer(cfg, tmp_path / "b")
+    part.train(stop_after_epoch=1)
+    del part
+    resumed = make_trainer(cfg, tmp_path / "b")
+    resumed.resume()
+    resumed.train()
+    for key, value in full.ema.state_dict().items():
+        assert torch.equal(value, resumed.ema.state_dict()[key]), key
+    assert [r["ap"] for r in full.val_history] == [r["ap"] for r in resumed.val_history]
+    # tools/test.py predicts with the average: its numbers equal validation's on the same split
+    cfg_file = tmp_path / "ema.yaml"
+    save_config(cfg, cfg_file)
+    out = test_tool.main(["--cfg", str(cfg_file), "--output_dir", str(tmp_path / "a"), "--split", "val", "--ckpt",
+                          str(tmp_path / "a" / "ckpt" / "latest.pth"), "--no_progress", "--workers", "0"])
+    assert abs(out["latest.pth"]["pooled"]["all"]["ap"] - full.val_history[-1]["ap"]) < 1e-9

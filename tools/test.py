@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pcdet_anomaly.datasets import build_dataloader  # noqa: E402
-from pcdet_anomaly.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
+from pcdet_anomaly.engine.checkpoint import inference_state, load_checkpoint, load_model_weights  # noqa: E402
 from pcdet_anomaly.engine.cli import common_parser, load_cfg_from_args, run_dir_for  # noqa: E402
 from pcdet_anomaly.engine.distributed import init_distributed  # noqa: E402
 from pcdet_anomaly.engine.validate import run_inference  # noqa: E402
@@ -28,7 +28,7 @@ from pcdet_anomaly.utils.common_utils import create_logger  # noqa: E402
 
 def evaluate_checkpoint(cfg, ckpt: Path, split: str, out_root: Path, device, workers, logger, progress=True):
     model = build_network(cfg.MODEL, cfg.DATA_CONFIG).to(device)
-    load_model_weights(model, load_checkpoint(ckpt), logger, strict=True)
+    load_model_weights(model, inference_state(load_checkpoint(ckpt)), logger, strict=True)
     dataset, loader, _ = build_dataloader(cfg.DATA_CONFIG, split, cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU, False,
                                           workers, False, cfg.TRAIN.SEED, logger)
     out = out_root / ckpt.stem / split

@@ -52,10 +52,10 @@ class FrameSource:
         self.z_shift = resolve_z_shift(self.reader, self.eg) if self.reader.layout != "gt_only" else 0.0
         self.model = None
         if args.ckpt:
-            from pcdet_anomaly.engine.checkpoint import load_checkpoint, load_model_weights
+            from pcdet_anomaly.engine.checkpoint import inference_state, load_checkpoint, load_model_weights
             from pcdet_anomaly.models import build_network
             self.model = build_network(cfg.MODEL, cfg.DATA_CONFIG).eval()
-            load_model_weights(self.model, load_checkpoint(args.ckpt))
+            load_model_weights(self.model, inference_state(load_checkpoint(args.ckpt)))
 
     def prediction(self, frame: int):
         if self.model is not None:

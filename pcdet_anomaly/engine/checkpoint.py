@@ -16,7 +16,7 @@ from ..config import _to_plain
 from . import faults
 
 __all__ = ["CheckpointError", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
-           "find_resume_checkpoint", "rotate_checkpoints", "unwrap"]
+           "find_resume_checkpoint", "rotate_checkpoints", "unwrap", "inference_state"]
 
 logger = logging.getLogger("pcdet_anomaly")
 
@@ -50,9 +50,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model, optimizer=None, scheduler=None, scaler=None, epoch: int = 0,
-                    global_step: int = 0, cfg=None, extra: dict | None = None) -> Path:
+                    global_step: int = 0, cfg=None, extra: dict | None = None, ema_state: dict | None = None) -> Path:
     state = {
         "model_state": unwrap(model).state_dict(),
+        "ema_state": ema_state,
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
         "scaler_state": scaler.state_dict() if scaler is not None else None,
@@ -97,6 +98,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
                               f"be truncated by an interrupted write or a full disk") from err
     if not isinstance(state, dict) or "model_state" not in state:
         raise CheckpointError(f"{path}: not a pcdet_anomaly checkpoint (no model_state)")
+    return state
+
+
+def inference_state(state: dict) -> dict:
+    """The weights to predict with: the moving average (`ema_state`) when the run kept one (OPTIMIZATION.EMA), else
+    the trained weights. Resuming training always reads `model_state`."""
+    if state.get("ema_state"):
+        return {"model_state": state["ema_state"]}
     return state
 
 

@@ -21,9 +21,10 @@ from ..datasets import batch_to_device, build_dataloader
 from ..evaluation import format_table, write_reports
 from ..models import build_network
 from ..utils.visualization import save_frame_heatmap, save_training_curves
-from .checkpoint import (find_resume_checkpoint, load_checkpoint, load_model_weights, rng_state, rotate_checkpoints,
-                         save_checkpoint, set_rng_state, unwrap)
+from .checkpoint import (find_resume_checkpoint, inference_state, load_checkpoint, load_model_weights, rng_state,
+                         rotate_checkpoints, save_checkpoint, set_rng_state, unwrap)
 from . import faults
+from .ema import ModelEMA
 from .guard import GuardStop, LearningGuard
 from .optim import build_optimizer, build_scheduler
 from .validate import merge_score_stats, run_inference
@@ -88,6 +89,7 @@ class Trainer:
             else:
                 logger.warning("--sync_bn needs CUDA and torchrun; ignored here")
         self.model = model
+        self.ema = ModelEMA(model, opt.EMA.DECAY) if opt.EMA.ENABLED else None
         if distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
@@ -124,7 +126,9 @@ class Trainer:
     # ------------------------------------------------------------------ resume
     def resume(self, ckpt: str | None = None, pretrained: str | None = None) -> None:
         if pretrained:
-            load_model_weights(self.model, load_checkpoint(pretrained), self.logger)
+            load_model_weights(self.model, inference_state(load_checkpoint(pretrained)), self.logger)
+            if self.ema is not None:
+                self.ema.reset_to(self.model)
         if ckpt:
             path, state = Path(ckpt), load_checkpoint(ckpt)
         else:
@@ -132,6 +136,13 @@ class Trainer:
             if path is None:
                 return
         load_model_weights(self.model, state, self.logger, strict=True)
+        if self.ema is not None:
+            if state.get("ema_state"):
+                self.ema.load_state_dict(state["ema_state"], state.get("extra", {}).get("ema_updates", 0))
+            else:
+                self.logger.warning("%s holds no weight average (written without OPTIMIZATION.EMA): the average "
+                                    "starts again from its weights", path)
+                self.ema.reset_to(self.model)
         if state.get("optimizer_state"):
             self.optimizer.load_state_dict(state["optimizer_state"])
         if state.get("scheduler_state"):
@@ -225,6 +236,8 @@ class Trainer:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.model)
         # else: every micro-batch of this window was skipped on every rank: no gradients, so no optimizer or scaler
         # step (an enabled GradScaler refuses to step without recorded inf checks); the schedule still advances
         self.optimizer.zero_grad(set_to_none=True)
@@ -340,7 +353,7 @@ class Trainer:
         max_frames = cfg.TRAIN.MAX_EVAL_FRAMES
         if max_frames > 0 and self.distributed:
             max_frames = math.ceil(max_frames / self.world_size)
-        evaluator, vis, score_stats = run_inference(unwrap(self.model), self.val_loader, self.val_set,
+        evaluator, vis, score_stats = run_inference(self.eval_model(), self.val_loader, self.val_set,
                                                     cfg.DATA_CONFIG, self.device, max_frames=max_frames,
                                                     progress=self.progress, desc=f"val {self.epoch}")
         if self.distributed:
@@ -381,6 +394,10 @@ class Trainer:
             self.save_heatmap(vis)
         return record
 
+    def eval_model(self):
+        """What validation scores: the weight average with OPTIMIZATION.EMA, else the live model."""
+        return self.ema.module if self.ema is not None else unwrap(self.model)
+
     def save_heatmap(self, vis: dict) -> None:
         import cuda_ops
         reader = self.val_set.readers[vis["scene"]]
@@ -415,8 +432,11 @@ class Trainer:
                  "bad_frames_total": self.bad_frames_total, "skipped_steps": self.skipped_steps}
         if rank_rng_states is not None:
             extra["rank_rng_states"] = rank_rng_states
+        if self.ema is not None:
+            extra["ema_updates"] = self.ema.updates
         save_checkpoint(self.ckpt_dir / name, self.model, self.optimizer, self.scheduler,
-                        self.scaler if self.amp else None, self.epoch, self.global_step, self.cfg, extra)
+                        self.scaler if self.amp else None, self.epoch, self.global_step, self.cfg, extra,
+                        ema_state=self.ema.state_dict() if self.ema is not None else None)
 
     def _write_state(self, eta_s: float | None = None) -> None:
         if not self.is_main:
