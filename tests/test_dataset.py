@@ -260,3 +260,10 @@ def test_anomaly_frame_aware_sampling_draws_anomaly_frames_by_weight_and_repeats
         build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=0.0), "all", batch_size=2, training=True)
     with pytest.raises(ValueError, match="one non-negative number per frame"):
         EpochSeededSampler(ds, weights=[1.0])
+    # a split without anomaly frames (the normality regime) keeps the plain shuffle
+    normal = [n for n in ds.scenarios if not any(ds.frame_has_anomaly(n, f) for f in ds.readers[n].frames)]
+    assert normal
+    _, _, only_normal = build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=50.0, **{
+        "SPLIT.MODE": "lists", "SPLIT.LISTS": {"train": normal, "val": [], "test": []}}), "train", batch_size=2,
+        training=True)
+    assert only_normal.weights is None

@@ -75,8 +75,8 @@ class EpochSeededSampler(torch.utils.data.Sampler):
 
 
 def anomaly_frame_weights(dataset, weight: float, logger=None):
-    """Per-frame sampling weights: `weight` for frames with an anomaly, 1 for the others (None when weight is 1: a
-    plain shuffle). Like OpenPCDet's class-balanced resampling (CBGS), at the frame level and without growing the
+    """Per-frame sampling weights: `weight` for frames with an anomaly, 1 for the others (None, a plain shuffle, when
+    weight is 1 or when every frame or none holds an anomaly). Like OpenPCDet's class-balanced resampling (CBGS), at the frame level and without growing the
     epoch."""
     if weight <= 0:
         raise ValueError(f"DATA_CONFIG.ANOMALY_FRAME_WEIGHT must be > 0, got {weight}")
@@ -84,6 +84,8 @@ def anomaly_frame_weights(dataset, weight: float, logger=None):
         return None
     has = [dataset.frame_has_anomaly(name, frame) for name, frame in dataset.frames]
     n_anom = sum(has)
+    if n_anom in (0, len(has)):        # nothing to balance (a normality-only split): the plain shuffle
+        return None
     if logger is not None:
         share = n_anom * weight / (n_anom * weight + len(has) - n_anom)
         logger.info("anomaly-frame-aware sampling: %d of %d training frames hold an anomaly, drawn with weight %g "
