@@ -251,7 +251,7 @@ def test_anomaly_frame_aware_sampling_draws_anomaly_frames_by_weight_and_repeats
     expected = 50 * n_anom / (50 * n_anom + len(has) - n_anom)
     assert abs(share - expected) < 0.05, (share, expected)
     # weight 1 is the plain shuffle: a permutation
-    _, _, plain = build_dataloader(cfg_for(root), "all", batch_size=2, training=True)
+    _, _, plain = build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=1.0), "all", batch_size=2, training=True)
     assert plain.weights is None and sorted(plain) == list(range(len(ds)))
     # evaluation never resamples; a bad weight is refused
     _, _, val = build_dataloader(cfg_for(root, ANOMALY_FRAME_WEIGHT=50.0), "all", batch_size=2, training=False)

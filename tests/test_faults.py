@@ -173,6 +173,7 @@ def test_bad_frames_dropped_in_training_and_validation_and_counted(synth_root, t
     data = tmp_path / "data"
     shutil.copytree(root, data)
     cfg = tiny_cfg((data, summaries), epochs=1)
+    cfg.DATA_CONFIG.ANOMALY_FRAME_WEIGHT = 1.0      # every training frame drawn once (weighted draws may skip one)
     lists = cfg.DATA_CONFIG.SPLIT.LISTS
     for scene in (lists["train"][0], lists["val"][0]):
         lidar = sorted(next((data / scene).glob("LIDAR*")).iterdir())[0]
