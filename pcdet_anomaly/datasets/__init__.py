@@ -76,8 +76,8 @@ class EpochSeededSampler(torch.utils.data.Sampler):
 
 def anomaly_frame_weights(dataset, weight: float, logger=None):
     """Per-frame sampling weights: `weight` for frames with an anomaly, 1 for the others (None, a plain shuffle, when
-    weight is 1 or when every frame or none holds an anomaly). Like OpenPCDet's class-balanced resampling (CBGS), at the frame level and without growing the
-    epoch."""
+    weight is 1 or when every frame or none holds an anomaly). Like OpenPCDet's class-balanced resampling (CBGS), at
+    the frame level and without growing the epoch."""
     if weight <= 0:
         raise ValueError(f"DATA_CONFIG.ANOMALY_FRAME_WEIGHT must be > 0, got {weight}")
     if weight == 1 or len(dataset) == 0:
