@@ -267,3 +267,18 @@ def test_anomaly_frame_aware_sampling_draws_anomaly_frames_by_weight_and_repeats
         "SPLIT.MODE": "lists", "SPLIT.LISTS": {"train": normal, "val": [], "test": []}}), "train", batch_size=2,
         training=True)
     assert only_normal.weights is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8])
+def test_sampler_length_equals_its_draw_for_every_shard(n):
+    from pcdet_anomaly.datasets import EpochSeededSampler
+    data = list(range(n))
+    for world in (1, 2, 3):
+        for rank in range(world):
+            for pad in (True, False):
+                for weights in (None, [1.0 + i % 2 for i in range(n)] or None):
+                    s = EpochSeededSampler(data, seed=1, rank=rank, world_size=world, pad=pad, weights=weights)
+                    s.set_epoch(2)
+                    for start in (0, 2):
+                        s.set_start(start)
+                        assert len(s) == len(list(s)) == max(0, len(s._indices()) - start), (n, world, rank, pad)

@@ -118,3 +118,42 @@ def test_streaming_histogram_within_its_bound():
     m = h.metrics()
     assert abs(m["auroc"] - roc_auc_score(y, s)) <= m["auroc_error_bound"] + 1e-12
     assert m["auroc_error_bound"] < 1e-3
+
+
+def test_false_alarms_by_class_against_a_hand_count():
+    from pcdet_anomaly.evaluation.voxel_eval import false_alarms_by_class
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    scores = np.array([.9, .8, .7, .6, .85, .65, .1, .75, .2, .0, .0, .0, .0, .8])
+    ids = np.array([30, 30, 30, 30, 9, 9, 9, 6, 6, 1, 1, 1, 1, 3])
+    fa = false_alarms_by_class(labels, scores, ids, recalls=(0.5, 0.95))
+    half = fa["recall_0.5"]          # 2nd highest anomaly 0.8: vegetation 0.85 and the building's tie at 0.8
+    assert half["threshold"] == 0.8 and half["false_alarms"] == 2 and half["precision"] == 0.5
+    assert [(c["name"], c["false_alarms"]) for c in half["by_class"]] == [("building", 1), ("vegetation", 1)]
+    full = fa["recall_0.95"]         # ceil(0.95 * 4) = 4th anomaly, 0.6
+    assert full["threshold"] == 0.6 and full["recall"] == 1.0 and full["false_alarms"] == 4
+    veg = next(c for c in full["by_class"] if c["name"] == "vegetation")
+    assert veg == {"label_id": 9, "name": "vegetation", "voxels": 3, "false_alarms": 2, "share": 0.5,
+                   "rate": 2 / 3}
+    assert full["by_class"][0]["name"] == "vegetation"            # most alarms first
+    assert all(c["name"] != "road" for c in full["by_class"])      # classes without an alarm are left out
+    keep = ids != 9
+    assert fa["ap_without_class"]["vegetation"] == pytest.approx(average_precision_score(labels[keep], scores[keep]))
+    assert fa["ap_without_class"]["vegetation"] > average_precision_score(labels, scores)
+    assert set(fa["ap_without_class"]) == {"vegetation", "building", "pole"}
+    assert false_alarms_by_class(np.zeros(3), np.ones(3), np.ones(3)) == {}
+
+
+def test_evaluator_reports_false_alarms_under_both_policies():
+    from pcdet_anomaly.evaluation.report import format_table
+    vox = np.stack([np.arange(6), np.zeros(6, int), np.zeros(6, int)], 1)
+    ids = np.array([30, 30, 9, 9, 1, 1])
+    ev = VoxelEvaluator()
+    ev.add("S", 0, vox, ids, (ids == 30).astype(np.int8), vox[[0, 1, 2, 4]], np.array([.9, .3, .5, .1]))
+    s = ev.summary()
+    zero = s["policies"]["zero"]["false_alarms"]["recall_0.95"]
+    assert zero["threshold"] == 0.3 and zero["false_alarms"] == 1 and zero["by_class"][0]["name"] == "vegetation"
+    assert s["false_alarms"] == s["policies"]["zero"]["false_alarms"]
+    inter = s["policies"]["intersect"]["false_alarms"]["recall_0.95"]   # the unpredicted voxels 3 and 5 drop out
+    assert [(c["name"], c["voxels"]) for c in inter["by_class"]] == [("vegetation", 1)]
+    table = format_table(s)
+    assert "false alarms by class" in table and "vegetation 100%" in table and "left out: vegetation 1.0000" in table

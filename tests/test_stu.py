@@ -400,3 +400,29 @@ def test_learning_map_feeds_semantic_classes(sk_root):
     assert all(not train._has_anomaly(train.readers[n]) for n in train.scenarios)
     s = train[0]
     assert set(np.unique(s["point_semantic"])) <= set(range(8)) | {255} and (s["point_labels"] != 1).all()
+
+
+def test_label_scan_is_shared_and_reads_each_file_once(sk_root, monkeypatch):
+    """The normality-only split and anomaly-frame-aware sampling both ask which frames hold an anomaly: each .label
+    file is read once for both, and the answers match the files."""
+    from pcdet_anomaly.datasets import anomaly_frame_weights
+    root, _ = sk_root
+    cfg = _sk_cfg(root)
+    d = cfg.DATA_CONFIG
+    d.SPLIT.MODE, d.SPLIT.LISTS = "lists", {"train": ["10[0-3]"], "val": [], "test": []}
+    ds = build_dataset(d, "train", False)
+    reads = []
+    real = np.fromfile
+    monkeypatch.setattr(np, "fromfile", lambda path, *a, **k: (reads.append(str(path)), real(path, *a, **k))[1])
+    weights = anomaly_frame_weights(ds, 3.0)
+    label_reads = [p for p in reads if p.endswith(".label")]
+    assert len(label_reads) == len(set(label_reads)) == len(ds.frames)
+    truth = [bool(((real(root / n / "labels" / f"{f:06d}.label", np.uint32) & 0xFFFF) == 2).any())
+             for n, f in ds.frames]
+    assert 0 < sum(truth) < len(truth)
+    assert weights == [3.0 if t else 1.0 for t in truth]
+    reads.clear()
+    assert [ds._has_anomaly(ds.readers[n]) for n in ds.scenarios] == [
+        any(t for (m, _), t in zip(ds.frames, truth) if m == n) for n in ds.scenarios]
+    assert anomaly_frame_weights(ds, 3.0) == weights
+    assert not [p for p in reads if p.endswith(".label")]       # the sequence scan and a second draw read nothing

@@ -62,16 +62,19 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         else:
             order = list(range(n))
         if self.world_size > 1:
-            if self.pad and n % self.world_size:
-                order += order[: self.world_size - n % self.world_size]
+            if self.pad and n % self.world_size:       # repeated as often as needed (n may be < world size)
+                short = self.world_size - n % self.world_size
+                order += (order * -(-short // n))[:short]
             order = order[self.rank::self.world_size]
         return order
 
     def __iter__(self):
         return iter(self._indices()[self.start:])
 
-    def __len__(self):
-        return max(0, len(self._indices()) - self.start)
+    def __len__(self):            # arithmetic, without drawing the epoch's order (equal to len(self._indices()))
+        n, w = len(self.dataset), self.world_size
+        per_rank = n if w == 1 else (-(-n // w) if self.pad and n % w else len(range(self.rank, n, w)))
+        return max(0, per_rank - self.start)
 
 
 def anomaly_frame_weights(dataset, weight: float, logger=None):
@@ -82,7 +85,11 @@ def anomaly_frame_weights(dataset, weight: float, logger=None):
         raise ValueError(f"DATA_CONFIG.ANOMALY_FRAME_WEIGHT must be > 0, got {weight}")
     if weight == 1 or len(dataset) == 0:
         return None
-    has = [dataset.frame_has_anomaly(name, frame) for name, frame in dataset.frames]
+    frames = dataset.frames
+    if len(frames) > 2000:              # SemanticKITTI reads each .label once: show it (19k frames take minutes)
+        from tqdm import tqdm
+        frames = tqdm(frames, desc="anomaly-frame sampling: scanning labels", unit="frame", mininterval=5)
+    has = [dataset.frame_has_anomaly(name, frame) for name, frame in frames]
     n_anom = sum(has)
     if n_anom in (0, len(has)):        # nothing to balance (a normality-only split): the plain shuffle
         return None

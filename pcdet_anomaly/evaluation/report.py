@@ -35,6 +35,27 @@ def coverage_lines(summary: dict) -> list[str]:
             f"of {c['pred_voxels']}"]
 
 
+def false_alarm_lines(summary: dict, classes: int = 4) -> list[str]:
+    """What the headline policy's false alarms are, by ground-truth class, at each recall the summary holds."""
+    fa = summary.get("false_alarms")
+    if not fa:
+        return []
+    lines = [f"false alarms by class (policy '{summary.get('policy')}'; normal voxels scoring at or above the "
+             f"threshold that finds the stated share of anomalous voxels):"]
+    for key, r in fa.items():
+        if not key.startswith("recall_"):
+            continue
+        parts = ", ".join(f"{c['name']} {100 * c['share']:.0f}% ({100 * c['rate']:.2g}% of its {c['voxels']})"
+                          for c in r["by_class"][:classes])
+        lines.append(f"  recall {100 * r['recall']:.0f}%: {r['false_alarms']} false alarms at score >= "
+                     f"{r['threshold']:.4g}, precision {r['precision']:.3f}" + (f": {parts}" if parts else ""))
+    without = sorted(fa.get("ap_without_class", {}).items(), key=lambda kv: -kv[1])[:classes]
+    if without:
+        lines.append("  AP with one class's normal voxels left out: " +
+                     ", ".join(f"{name} {ap:.4f}" for name, ap in without))
+    return lines
+
+
 def format_table(summary: dict) -> str:
     """Both policies, side by side: every group once per policy (the headline policy first)."""
     policies = summary.get("policies") or {summary.get("policy", "intersect"): summary}
@@ -63,6 +84,7 @@ def format_table(summary: dict) -> str:
     lines.append(f"{'group':<{width}} " + " ".join(f"{c:>14}" for c in cols))
     for name, m in rows:
         lines.append(f"{name:<{width}} " + " ".join(f"{_fmt(m.get(c, '')):>14}" for c in cols))
+    lines += false_alarm_lines(summary)
     if summary.get("matching"):
         lines.append("matching: " + ", ".join(f"{k}={v}" for k, v in summary["matching"].items()))
     bad = summary.get("bad_frames")

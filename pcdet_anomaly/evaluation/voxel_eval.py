@@ -10,7 +10,7 @@ import numpy as np
 from .metrics import StreamingHistogram, anovox_threshold_metrics, ranking_metrics
 
 __all__ = ["linear_key", "match_voxels", "join_frame", "check_pred_indices", "VoxelEvaluator", "SIZE_BINS",
-           "POLICIES", "voxel_anomaly_groups"]
+           "POLICIES", "voxel_anomaly_groups", "false_alarms_by_class", "FALSE_ALARM_RECALLS"]
 
 SIZE_BINS = ((0.0, 0.5, "small (<0.5 m)"), (0.5, 1.5, "medium (0.5-1.5 m)"), (1.5, math.inf, "large (>=1.5 m)"))
 
@@ -81,6 +81,54 @@ def join_frame(pred_voxels, pred_scores, gt_voxels, source: str = "pred", grid_s
 
 
 POLICIES = ("zero", "intersect")
+FALSE_ALARM_RECALLS = (0.5, 0.9, 0.95)
+
+
+def false_alarms_by_class(labels, scores, label_ids, recalls=FALSE_ALARM_RECALLS, top: int = 8,
+                          names: dict | None = None) -> dict:
+    """Which normal voxels a model confuses with anomalies: at each recall r, the threshold t is the score of the
+    ceil(r * P)-th highest anomalous voxel (P anomalous voxels in all), and the false alarms are the normal voxels
+    scoring >= t (ties count as alarms, as at a ROC threshold). Each is broken down by its ground-truth label id.
+
+    -> {"recall_0.5": {"threshold", "recall" (achieved, with ties), "false_alarms", "precision",
+    "by_class": [{"label_id", "name", "voxels" (normal voxels of that id), "false_alarms", "share" (of all false
+    alarms), "rate" (of the class's voxels)}, ...] (the `top` largest, most alarms first)}, ...,
+    "ap_without_class": {name: AP with that class's normal voxels left out, for every class listed above}}:
+    how much AP each confused class costs; {} without both classes."""
+    labels = np.asarray(labels).reshape(-1) == 1
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ids = np.asarray(label_ids, dtype=np.int64).reshape(-1)
+    if not (len(labels) == len(scores) == len(ids)):
+        raise ValueError(f"labels, scores and label ids differ in length: {len(labels)}, {len(scores)}, {len(ids)}")
+    P, N = int(labels.sum()), int((~labels).sum())
+    if P == 0 or N == 0:
+        return {}
+    if names is None:
+        from ..datasets.anovox.labels import LABEL_NAMES as names
+    pos_sorted = np.sort(scores[labels])[::-1]
+    neg_scores, neg_ids = scores[~labels], ids[~labels]
+    uniq, class_voxels = np.unique(neg_ids, return_counts=True)
+    out = {}
+    for r in recalls:
+        k = max(1, int(math.ceil(float(r) * P - 1e-9)))
+        t = float(pos_sorted[k - 1])
+        alarm = neg_scores >= t
+        n_alarm = int(alarm.sum())
+        tp = int((pos_sorted >= t).sum())
+        per = np.zeros(len(uniq), np.int64)
+        if n_alarm:
+            per = np.bincount(np.searchsorted(uniq, neg_ids[alarm]), minlength=len(uniq))
+        order = np.lexsort((uniq, -per))[:top]
+        out[f"recall_{r:g}"] = {
+            "threshold": t, "recall": tp / P, "false_alarms": n_alarm, "precision": tp / (tp + n_alarm),
+            "by_class": [{"label_id": int(uniq[i]), "name": names.get(int(uniq[i]), f"id {int(uniq[i])}"),
+                          "voxels": int(class_voxels[i]), "false_alarms": int(per[i]),
+                          "share": float(per[i] / n_alarm) if n_alarm else 0.0,
+                          "rate": float(per[i] / class_voxels[i])} for i in order if per[i] > 0]}
+    listed = sorted({(c["label_id"], c["name"]) for r in out.values() for c in r["by_class"]})
+    out["ap_without_class"] = {name: ranking_metrics(labels[keep], scores[keep]).ap
+                               for lid, name in listed for keep in [labels | (ids != lid)]}
+    return out
 GROUP_KINDS = ("type", "size", "extent", "family", "label")
 
 
@@ -185,6 +233,7 @@ class VoxelEvaluator:
         self.frames = 0
         self.coverage = defaultdict(int)
         self.stats = defaultdict(int)
+        self.label_ids: list = []       # ground-truth label id of every voxel of the "all" group (exact mode only)
 
     def add(self, scene: str, frame: int, gt_voxels, gt_label_ids, gt_labels, pred_voxels, pred_scores,
             anomaly_rows=(), source: str = "pred", z_shift: float = 0.0) -> None:
@@ -209,6 +258,11 @@ class VoxelEvaluator:
                                                            scores if m is None else scores[m],
                                                            found if m is None else found[m])
         add("all")
+        if not self.streaming:
+            ids = np.asarray(gt_label_ids, dtype=np.int32).reshape(-1)
+            if len(ids) != len(labels):
+                raise ValueError(f"{source}: {len(ids)} label ids for {len(labels)} ground-truth voxels")
+            self.label_ids.append(ids)
         add(f"scene:{scene}")
         is_anom = labels == 1
         if is_anom.any():
@@ -227,7 +281,8 @@ class VoxelEvaluator:
         else:
             groups = {g: (np.concatenate(p.labels), np.concatenate(p.scores), np.concatenate(p.found))
                       for g, p in self.groups.items() if p.labels}
-        return {"groups": groups, "frames": self.frames, "coverage": dict(self.coverage), "stats": dict(self.stats)}
+        return {"groups": groups, "frames": self.frames, "coverage": dict(self.coverage), "stats": dict(self.stats),
+                "label_ids": np.concatenate(self.label_ids) if self.label_ids else np.zeros(0, np.int32)}
 
     def merge_state(self, state: dict) -> None:
         """Add another evaluator's state: the result equals one evaluator that saw both sets of frames."""
@@ -243,6 +298,8 @@ class VoxelEvaluator:
                     self.groups[group].hist[policy].neg += neg
             else:
                 self.groups[group].add(*value)
+        if not self.streaming and len(state.get("label_ids", ())):
+            self.label_ids.append(np.asarray(state["label_ids"], dtype=np.int32))
 
     def _metrics(self, group, policy) -> dict:
         if self.streaming:
@@ -276,7 +333,14 @@ class VoxelEvaluator:
         scene_mean = {"auroc": float(np.mean(defined)) if defined else math.nan,
                       "ap": float(np.mean(defined_ap)) if defined_ap else math.nan,
                       "scenes_with_both_classes": len(defined)}
-        return {"pooled": pooled, "scene_mean": scene_mean, "per_scene": per_scene}
+        out = {"pooled": pooled, "scene_mean": scene_mean, "per_scene": per_scene}
+        if not self.streaming and self.label_ids and self.groups["all"].labels:
+            labels, scores = self.groups["all"].arrays(policy)
+            ids = np.concatenate(self.label_ids)
+            if policy == "intersect":
+                ids = ids[np.concatenate(self.groups["all"].found)]
+            out["false_alarms"] = false_alarms_by_class(labels, scores, ids)
+        return out
 
     def summary(self) -> dict:
         policies = {p: self._policy_summary(p) for p in POLICIES}
@@ -284,6 +348,8 @@ class VoxelEvaluator:
         out = {"protocol": self.protocol, "policy": self.policy, "frames": self.frames,
                "coverage": self.coverage_summary(), "matching": dict(self.stats), "pooled": head["pooled"],
                "scene_mean": dict(head["scene_mean"]), "per_scene": head["per_scene"], "policies": policies}
+        if head.get("false_alarms"):
+            out["false_alarms"] = head["false_alarms"]
         if self.stats.get("frames_with_scores_outside_0_1"):
             out["scene_mean"]["warning"] = ("scores outside [0, 1]: AUROC/AP are valid, threshold-based AnoVox "
                                             "metrics assume [0, 1]")

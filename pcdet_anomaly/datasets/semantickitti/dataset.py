@@ -46,6 +46,7 @@ class SemanticKittiDataset(DatasetTemplate):
             split_cfg = _expand_lists(split_cfg, names)
         # normality None = not known (reading every label file costs a pass over the data: done only when needed)
         self.meta = {n: {"normality": None, "families": set(), "labels": set()} for n in names}
+        self._frame_anomaly: dict = {}      # (sequence, frame) -> holds an anomaly id (one read per label file)
         if split_cfg.TRAIN_NORMALITY_ONLY:
             for n in names:     # a sequence is a normality sequence when no label file holds an anomaly id
                 self.meta[n]["normality"] = not self._has_anomaly(self.readers[n])
@@ -75,12 +76,7 @@ class SemanticKittiDataset(DatasetTemplate):
         return lut
 
     def _has_anomaly(self, reader: SequenceReader) -> bool:
-        ids = np.asarray(self.targets.anomaly_ids)
-        for f in reader.frames:
-            path = reader.label_path(f)
-            if path.is_file() and np.isin(np.fromfile(path, dtype=np.uint32) & 0xFFFF, ids).any():
-                return True
-        return False
+        return any(self.frame_has_anomaly(reader.name, f) for f in reader.frames)
 
     # ---- frames
     def read_frame(self, scene_id: str, frame: int):
@@ -127,8 +123,14 @@ class SemanticKittiDataset(DatasetTemplate):
 
     # ---- evaluation helpers
     def frame_has_anomaly(self, scene_id: str, frame: int) -> bool:
-        path = self.readers[scene_id].label_path(frame)
-        return path.is_file() and bool(np.isin(np.fromfile(path, np.uint32) & 0xFFFF, self.targets.anomaly_ids).any())
+        """Whether the frame's .label file holds an anomaly id; read once per frame and cached (the normality-only
+        split and anomaly-frame-aware sampling both ask)."""
+        key = (scene_id, int(frame))
+        if key not in self._frame_anomaly:
+            path = self.readers[scene_id].label_path(frame)
+            self._frame_anomaly[key] = path.is_file() and bool(
+                np.isin(np.fromfile(path, np.uint32) & 0xFFFF, self.targets.anomaly_ids).any())
+        return self._frame_anomaly[key]
 
 
 def _expand_lists(split_cfg, names):
