@@ -75,6 +75,7 @@ def main(argv=None):
     print("curves:", plot_curves(results, STUDY / "learning_curves.png"))
     print("per-label AP:", plot_label_ap(results, STUDY / "label_ap.png"))
     print("PR curves:", plot_pr_curves(results, STUDY / "pr_curves.png"))
+    print("false alarms:", plot_false_alarms(results, STUDY / "false_alarms.png"))
 
 
 def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
@@ -196,6 +197,66 @@ def plot_pr_curves(results, path, seed: int = 0):
     return path
 
 
+def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 5):
+    """What each variant confuses with anomalies: left, its false alarms at `recall` (normal voxels scoring at or
+    above the threshold that finds that share of the anomalous voxels), stacked by ground-truth class, mean over
+    seeds; right, its AP beside the AP with the most confused class's normal voxels left out (mean ± sd)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = {}
+    for name, value in finished_runs(results):
+        if value.get("false_alarms") and recall in value["false_alarms"]:
+            rows.setdefault(name, []).append(value)
+    if not rows:
+        return None
+    names = list(rows)
+    totals = {}
+    for runs in rows.values():
+        for r in runs:
+            for c in r["false_alarms"][recall]["by_class"]:
+                totals[c["name"]] = totals.get(c["name"], 0) + c["false_alarms"] / len(runs)
+    top = sorted(totals, key=lambda k: -totals[k])[:classes]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    bottom = np.zeros(len(names))
+    def count(r, cls):          # mean over a variant's seeds; "other": every alarm outside the top classes
+        fa = r["false_alarms"][recall]
+        per = {c["name"]: c["false_alarms"] for c in fa["by_class"]}
+        return fa["false_alarms"] - sum(per.get(t, 0) for t in top) if cls == "other" else per.get(cls, 0)
+
+    totals_n = np.array([np.mean([r["false_alarms"][recall]["false_alarms"] for r in rows[n]]) for n in names])
+    for cls in top + ["other"]:         # shares of each variant's alarms (stacked to 100 %), the count on top
+        vals = np.array([np.mean([count(r, cls) for r in rows[n]]) for n in names]) / np.maximum(totals_n, 1) * 100
+        axes[0].bar(np.arange(len(names)), vals, 0.6, bottom=bottom, label=cls)
+        bottom += vals
+    for i, t in enumerate(totals_n):
+        axes[0].text(i, 101, f"{t:.0f}", ha="center", va="bottom", fontsize=8)
+    axes[0].set_ylim(0, 112)
+    axes[0].set_xticks(np.arange(len(names)))
+    axes[0].set_xticklabels([f"{n}\n({len(rows[n])} seeds)" for n in names], fontsize=7)
+    axes[0].set(ylabel=f"share of the false alarms at recall {recall.split('_')[1]} (%)",
+                title="normal voxels that outrank half the anomalies: class shares (number on top)")
+    axes[0].legend(fontsize=7)
+    ap = [[r["pooled"]["ap"] for r in rows[n]] for n in names]
+    car = [[max(r["false_alarms"]["ap_without_class"].values()) for r in rows[n]] for n in names]
+    x = np.arange(len(names))
+    sd = lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0
+    axes[1].bar(x - 0.2, [np.mean(v) for v in ap], 0.4, yerr=[sd(v) for v in ap], capsize=2, label="test AP")
+    axes[1].bar(x + 0.2, [np.mean(v) for v in car], 0.4, yerr=[sd(v) for v in car], capsize=2,
+                label="AP, most confused class left out")
+    axes[1].set_xticks(x)
+    axes[1].set_xticklabels(names, fontsize=7, rotation=20, ha="right")
+    axes[1].set(ylim=(0, 1), ylabel="AP (policy zero, 50 m)", title="what the confusion costs")
+    axes[1].grid(axis="y", alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def run_record(out: Path, train_s: float = math.nan) -> dict:
     """The numbers of a run folder: test metrics of best.pth (both policies, coverage) and the validation history."""
     m = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
@@ -205,7 +266,7 @@ def run_record(out: Path, train_s: float = math.nan) -> dict:
             "held_out": {k: zero["pooled"].get(g) for k, g in HELD_OUT_GROUPS.items()},
             "label29": zero["pooled"].get(LABEL_29),
             "per_label": {g: v for g, v in zero["pooled"].items() if g.startswith("label:")},
-            "test_scenarios": sorted(m["per_scene"]),
+            "test_scenarios": sorted(m["per_scene"]), "false_alarms": m.get("false_alarms"),
             "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
 
 
