@@ -91,3 +91,45 @@ def test_head_loss_with_hard_negative_mining_equals_the_loss_on_the_mined_voxels
     loss_cfg.HARD_NEGATIVE_FRACTION = 1.0
     full, _ = head.get_loss(batch)
     assert not torch.allclose(full, mined)
+
+
+def test_negative_class_weights_balance_the_classes_of_the_negatives():
+    from pcdet_anomaly.models.heads.losses import negative_class_weights
+    targets = torch.tensor([1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    groups = torch.tensor([255, 1, 1, 1, 1, 1, 1, 1, 1, 7])   # 8 road voxels, 1 car voxel, 1 anomaly (ignored)
+    w = negative_class_weights(targets, groups, 1.0)
+    assert w[0] == 1.0                                         # positives untouched
+    assert torch.isclose(w[1:].mean(), torch.tensor(1.0))      # negatives' total weight unchanged
+    assert torch.isclose(w[1:9].sum(), w[9])                   # power 1: each class the same total weight
+    half = negative_class_weights(targets, groups, 0.5)
+    assert torch.isclose(half[9] / half[1], torch.tensor(8 ** 0.5))
+    assert torch.equal(negative_class_weights(targets, groups, 0.0), torch.ones(10))
+
+
+def test_head_loss_with_negative_class_balance_equals_the_weighted_loss():
+    from pcdet_anomaly.config import load_config
+    from pcdet_anomaly.models.heads.anomaly_head import VoxelAnomalyHead
+    from pcdet_anomaly.models.heads.losses import negative_class_weights
+    from pcdet_anomaly.utils.common_utils import ROOT_DIR
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2000, generator=g)
+    labels = (torch.rand(2000, generator=g) < 0.02).long()
+    labels[:20] = 255
+    sem = torch.where(torch.rand(2000, generator=g) < 0.05, 3, 0)
+    batch = {"voxel_logits": logits, "voxel_labels": labels, "voxel_features": torch.zeros(2000, 4)}
+    loss_cfg = cfg.MODEL.LOSS
+    loss_cfg.NEGATIVE_CLASS_POWER = 0.5
+    head = VoxelAnomalyHead(cfg.MODEL.HEAD, loss_cfg, "supervised", in_channels=4)
+    with pytest.raises(ValueError, match="LABELS.SEMANTIC_CLASSES"):
+        head.get_loss(batch)
+    batch["voxel_semantic"] = sem
+    weighted, _ = head.get_loss(batch)
+    valid = labels != 255
+    lg, tg = logits[valid], labels[valid]
+    w = negative_class_weights(tg, sem[valid], 0.5)
+    expected = binary_focal_loss(lg, tg, balanced_pos_weight(tg, -1.0), 2.0, w)
+    assert torch.allclose(weighted, expected)
+    assert w[(tg == 0) & (sem[valid] == 3)].min() > 3 * w[(tg == 0) & (sem[valid] == 0)].max()
+    loss_cfg.NEGATIVE_CLASS_POWER = 0.0
+    assert not torch.allclose(head.get_loss(batch)[0], weighted)

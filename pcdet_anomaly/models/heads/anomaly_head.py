@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import balanced_pos_weight, binary_focal_loss, hard_negative_mask, lovasz_hinge, lovasz_softmax
+from .losses import (balanced_pos_weight, binary_focal_loss, hard_negative_mask, lovasz_hinge, lovasz_softmax,
+                     negative_class_weights)
 
 __all__ = ["VoxelAnomalyHead"]
 
@@ -72,14 +73,23 @@ class VoxelAnomalyHead(nn.Module):
             keep = labels != self.ignore_index
             logits, targets = batch_dict["voxel_logits"][keep].float(), labels[keep]
             tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
+            groups = None
+            if cfg.NEGATIVE_CLASS_POWER > 0:
+                if "voxel_semantic" not in batch_dict:
+                    raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the negatives over their semantic "
+                                     "classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES (the semantic head is not "
+                                     "needed)")
+                groups = batch_dict["voxel_semantic"][keep]
             if cfg.HARD_NEGATIVE_FRACTION < 1:
                 hard = hard_negative_mask(logits, targets, cfg.HARD_NEGATIVE_FRACTION, cfg.HARD_NEGATIVE_MIN)
                 logits, targets = logits[hard], targets[hard]
+                groups = groups[hard] if groups is not None else None
+            weight = negative_class_weights(targets, groups, cfg.NEGATIVE_CLASS_POWER) if groups is not None else None
             pos_weight = balanced_pos_weight(targets, cfg.POS_WEIGHT)
             gamma = cfg.FOCAL_GAMMA if cfg.TYPE == "focal" else 0.0
             if cfg.TYPE not in ("focal", "bce"):
                 raise ValueError(f"MODEL.LOSS.TYPE must be focal or bce, got {cfg.TYPE!r}")
-            cls = binary_focal_loss(logits, targets, pos_weight, gamma)
+            cls = binary_focal_loss(logits, targets, pos_weight, gamma, weight)
             tb["loss_anomaly"] = float(cls.detach())
             total = total + cls
             if cfg.ANOMALY_LOVASZ_WEIGHT > 0:

@@ -6,7 +6,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["balanced_pos_weight", "binary_focal_loss", "hard_negative_mask", "lovasz_hinge", "lovasz_softmax"]
+__all__ = ["balanced_pos_weight", "binary_focal_loss", "hard_negative_mask", "negative_class_weights", "lovasz_hinge",
+           "lovasz_softmax"]
 
 
 def balanced_pos_weight(targets: torch.Tensor, configured: float, max_weight: float = 50.0) -> torch.Tensor:
@@ -18,15 +19,35 @@ def balanced_pos_weight(targets: torch.Tensor, configured: float, max_weight: fl
     return (neg / pos.clamp(min=1.0)).clamp(1.0, max_weight) if pos > 0 else targets.new_tensor(1.0).float()
 
 
-def binary_focal_loss(logits, targets, pos_weight, gamma: float = 2.0) -> torch.Tensor:
-    """Mean over voxels of pos_weight-balanced BCE times (1 - p_t)^gamma (gamma 0: plain weighted BCE)."""
+def binary_focal_loss(logits, targets, pos_weight, gamma: float = 2.0, weight=None) -> torch.Tensor:
+    """Mean over voxels of pos_weight-balanced BCE times (1 - p_t)^gamma (gamma 0: plain weighted BCE), each voxel
+    times `weight` when given."""
     targets = targets.float()
     bce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
     if gamma > 0:
         p = torch.sigmoid(logits)
         p_t = p * targets + (1 - p) * (1 - targets)
         bce = bce * (1 - p_t).pow(gamma)
+    if weight is not None:
+        bce = bce * weight
     return bce.mean()
+
+
+def negative_class_weights(targets: torch.Tensor, groups: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-voxel weights that balance the negatives over their semantic classes (`groups`, one id per voxel; the
+    ignore id is a class of its own): a negative of a class with n voxels in the batch weighs n^-power, scaled so
+    that the negatives' mean weight is 1 (their total weight against the positives is unchanged); positives weigh 1.
+    power 0: every voxel 1; 1: every class of negatives the same total weight. Rare normal classes (cars, poles)
+    are otherwise outweighed by road and buildings in the anomaly loss, though they are what anomalies are confused
+    with (README: Results, third pass)."""
+    w = torch.ones(len(targets), dtype=torch.float32, device=targets.device)
+    neg = ~targets.bool()
+    if power == 0 or not neg.any():
+        return w
+    _, inverse, counts = torch.unique(groups[neg], return_inverse=True, return_counts=True)
+    wn = counts.float().pow(-float(power))[inverse]
+    w[neg] = wn / wn.mean()
+    return w
 
 
 def hard_negative_mask(logits: torch.Tensor, targets: torch.Tensor, fraction: float, min_negatives: int = 0):
