@@ -233,7 +233,8 @@ def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 
         axes[0].text(i, 101, f"{t:.0f}", ha="center", va="bottom", fontsize=8)
     axes[0].set_ylim(0, 112)
     axes[0].set_xticks(np.arange(len(names)))
-    axes[0].set_xticklabels([f"{n}\n({len(rows[n])} seeds)" for n in names], fontsize=7)
+    axes[0].set_xticklabels([f"{n} ({len(rows[n])} seed{'s' if len(rows[n]) > 1 else ''})" for n in names],
+                            fontsize=7, rotation=20, ha="right")
     axes[0].set(ylabel=f"share of the false alarms at recall {recall.split('_')[1]} (%)",
                 title="normal voxels that outrank half the anomalies: class shares (number on top)")
     axes[0].legend(fontsize=7)
