@@ -129,6 +129,8 @@ def false_alarms_by_class(labels, scores, label_ids, recalls=FALSE_ALARM_RECALLS
     out["ap_without_class"] = {name: ranking_metrics(labels[keep], scores[keep]).ap
                                for lid, name in listed for keep in [labels | (ids != lid)]}
     return out
+
+
 GROUP_KINDS = ("type", "size", "extent", "family", "label")
 
 
