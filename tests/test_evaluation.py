@@ -157,3 +157,62 @@ def test_evaluator_reports_false_alarms_under_both_policies():
     assert [(c["name"], c["voxels"]) for c in inter["by_class"]] == [("vegetation", 1)]
     table = format_table(s)
     assert "false alarms by class" in table and "vegetation 100%" in table and "left out: vegetation 1.0000" in table
+
+
+def _ring_voxels(dist_m):
+    """Evaluation-grid voxels (0.5 m, offset 250 m) whose centres lie at the given x distances ahead (y = 0.25 m)."""
+    ix = np.floor((np.asarray(dist_m, float) + 250.0) / 0.5).astype(int)
+    return np.stack([ix, np.full(len(ix), 500), np.full(len(ix), 40)], 1)
+
+
+def test_range_bands_group_every_voxel_by_distance():
+    from pcdet_anomaly.evaluation.voxel_eval import range_band_names, voxel_ranges
+    dist = np.array([5, 10, 15, 25, 30, 40, 45, 48, 60, 70.0])
+    vox = _ring_voxels(dist)
+    assert np.allclose(voxel_ranges(vox), np.hypot(dist + 0.25, 0.25), atol=1e-9)
+    labels = np.array([1, 0, 0, 1, 0, 1, 0, 0, 1, 0], np.int8)
+    ids = np.where(labels == 1, 30, 14)
+    scores = np.array([.9, .1, .2, .4, .6, .3, .8, .7, .5, .0])
+    ev = VoxelEvaluator(range_bands=(0, 20, 35, 50))
+    ev.add("S", 0, vox, ids, labels, vox, scores)
+    s = ev.summary()
+    assert set(g for g in s["pooled"] if g.startswith("range:")) == set(range_band_names((0, 20, 35, 50)))
+    far = s["pooled"]["range:35-50m"]             # the anomaly at 40 m against the cars at 45 and 48 m only
+    assert far["num_pos"] == 1 and far["num_neg"] == 2 and far["ap"] == pytest.approx(1 / 3)
+    mid = s["pooled"]["range:20-35m"]
+    assert (mid["num_pos"], mid["num_neg"], mid["ap"]) == (1, 1, 0.5)
+    assert s["pooled"]["range:50m+"]["num_pos"] == 1 and s["pooled"]["range:0-20m"]["ap"] == 1.0
+    # where the false alarms are: at recall 50 % (2nd anomaly score 0.5) the cars at 30, 45 and 48 m
+    half = s["false_alarms"]["recall_0.5"]
+    assert half["false_alarms"] == 3
+    by = {b["band"]: (b["voxels"], b["anomalies"], b["false_alarms"]) for b in half["by_range"]}
+    assert by == {"0-20m": (2, 1, 0), "20-35m": (1, 1, 1), "35-50m": (2, 1, 2), "50m+": (1, 1, 0)}
+    assert "by range: 0-20m 0" in __import__("pcdet_anomaly.evaluation.report", fromlist=["x"]).format_table(s)
+    with pytest.raises(ValueError, match="RANGE_BANDS"):
+        range_band_names((0, 20, 20))
+
+
+def test_range_bands_follow_the_eval_grid_and_survive_sharding():
+    from easydict import EasyDict
+    eg = EasyDict(VOXEL_SIZE=0.5, GRID_SIZE=[1000, 1000, 64], OFFSET=[250.0, 250.0, 16.0], RANGE_BANDS=[0, 10, 30])
+    rng = np.random.default_rng(1)
+    whole, parts = VoxelEvaluator(eval_grid=eg), [VoxelEvaluator(eval_grid=eg), VoxelEvaluator(eval_grid=eg)]
+    for i in range(4):
+        dist = rng.uniform(0, 40, 300)
+        vox = _ring_voxels(dist)
+        vox[:, 1] += i                              # distinct voxels per frame (y shifts by i * 0.5 m)
+        _, first = np.unique(vox, axis=0, return_index=True)
+        vox = vox[np.sort(first)]
+        lab = (rng.random(len(vox)) < 0.1).astype(np.int8)
+        ids = np.where(lab == 1, 30, 14)
+        sc = np.round(rng.random(len(vox)), 2)
+        whole.add("S", i, vox, ids, lab, vox, sc)
+        parts[i % 2].add("S", i, vox, ids, lab, vox, sc)
+    parts[0].merge_state(parts[1].state())
+    s = whole.summary()
+    assert s == parts[0].summary()
+    assert {g for g in s["pooled"] if g.startswith("range:")} == {"range:0-10m", "range:10-30m", "range:30m+"}
+    total = sum(s["pooled"][g]["num_pos"] + s["pooled"][g]["num_neg"] for g in s["pooled"] if g.startswith("range:"))
+    assert total == s["pooled"]["all"]["num_pos"] + s["pooled"]["all"]["num_neg"]
+    fa = s["false_alarms"]["recall_0.9"]
+    assert sum(b["false_alarms"] for b in fa["by_range"]) == fa["false_alarms"]

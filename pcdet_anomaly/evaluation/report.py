@@ -49,6 +49,10 @@ def false_alarm_lines(summary: dict, classes: int = 4) -> list[str]:
                           for c in r["by_class"][:classes])
         lines.append(f"  recall {100 * r['recall']:.0f}%: {r['false_alarms']} false alarms at score >= "
                      f"{r['threshold']:.4g}, precision {r['precision']:.3f}" + (f": {parts}" if parts else ""))
+        if r.get("by_range"):
+            lines.append("    by range: " + ", ".join(
+                f"{b['band']} {b['false_alarms']} ({100 * b['rate']:.2g}% of its {b['voxels']} normal voxels; "
+                f"{b['anomalies']} anomalous)" for b in r["by_range"]))
     without = sorted(fa.get("ap_without_class", {}).items(), key=lambda kv: -kv[1])[:classes]
     if without:
         lines.append("  AP with one class's normal voxels left out: " +

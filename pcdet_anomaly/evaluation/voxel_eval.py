@@ -10,9 +10,32 @@ import numpy as np
 from .metrics import StreamingHistogram, anovox_threshold_metrics, ranking_metrics
 
 __all__ = ["linear_key", "match_voxels", "join_frame", "check_pred_indices", "VoxelEvaluator", "SIZE_BINS",
-           "POLICIES", "voxel_anomaly_groups", "false_alarms_by_class", "FALSE_ALARM_RECALLS"]
+           "POLICIES", "voxel_anomaly_groups", "false_alarms_by_class", "FALSE_ALARM_RECALLS", "RANGE_BANDS",
+           "range_band_names", "voxel_ranges"]
 
 SIZE_BINS = ((0.0, 0.5, "small (<0.5 m)"), (0.5, 1.5, "medium (0.5-1.5 m)"), (1.5, math.inf, "large (>=1.5 m)"))
+RANGE_BANDS = (0.0, 20.0, 35.0, 50.0)     # m, xy distance of the voxel centre (EVAL_GRID.RANGE_BANDS)
+
+
+def range_band_names(bands) -> list[str]:
+    """Names of the bands between consecutive edges, and of the open band beyond the last edge."""
+    edges = [float(b) for b in bands]
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
+        raise ValueError(f"EVAL_GRID.RANGE_BANDS must be >= 2 increasing distances from >= 0 m, got {list(bands)}")
+    return [f"range:{a:g}-{b:g}m" for a, b in zip(edges, edges[1:])] + [f"range:{edges[-1]:g}m+"]
+
+
+def voxel_ranges(voxels, eval_grid=None) -> np.ndarray:
+    """xy distance (m) of each evaluation-grid voxel's centre from the sensor (the MAX_RANGE rule)."""
+    voxel_size, offset = (0.5, (250.0, 250.0)) if eval_grid is None else (eval_grid.VOXEL_SIZE, eval_grid.OFFSET)
+    centre = (np.asarray(voxels, np.float64).reshape(-1, 3)[:, :2] + 0.5) * voxel_size - np.asarray(offset[:2])
+    return np.linalg.norm(centre, axis=1)
+
+
+def _band_index(ranges, bands) -> np.ndarray:
+    """Band of each distance: i for bands[i] <= r < bands[i + 1], len(bands) - 1 beyond the last edge, -1 below
+    the first."""
+    return np.searchsorted(np.asarray(bands, np.float64), np.asarray(ranges, np.float64), side="right") - 1
 
 
 def linear_key(voxels: np.ndarray) -> np.ndarray:
@@ -85,7 +108,7 @@ FALSE_ALARM_RECALLS = (0.5, 0.9, 0.95)
 
 
 def false_alarms_by_class(labels, scores, label_ids, recalls=FALSE_ALARM_RECALLS, top: int = 8,
-                          names: dict | None = None) -> dict:
+                          names: dict | None = None, ranges=None, bands=RANGE_BANDS) -> dict:
     """Which normal voxels a model confuses with anomalies: at each recall r, the threshold t is the score of the
     ceil(r * P)-th highest anomalous voxel (P anomalous voxels in all), and the false alarms are the normal voxels
     scoring >= t (ties count as alarms, as at a ROC threshold). Each is broken down by its ground-truth label id.
@@ -94,15 +117,27 @@ def false_alarms_by_class(labels, scores, label_ids, recalls=FALSE_ALARM_RECALLS
     "by_class": [{"label_id", "name", "voxels" (normal voxels of that id), "false_alarms", "share" (of all false
     alarms), "rate" (of the class's voxels)}, ...] (the `top` largest, most alarms first)}, ...,
     "ap_without_class": {name: AP with that class's normal voxels left out, for every class listed above}}:
-    how much AP each confused class costs; {} without both classes."""
+    how much AP each confused class costs; {} without both classes.
+    With `ranges` (xy distance of each voxel, m) every recall also gets "by_range": [{"band", "voxels" (normal
+    voxels in it), "anomalies" (anomalous voxels in it), "false_alarms", "share", "rate"}, ...] over `bands`
+    (range_band_names): where the false alarms lie, against where the anomalies are."""
     labels = np.asarray(labels).reshape(-1) == 1
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     ids = np.asarray(label_ids, dtype=np.int64).reshape(-1)
     if not (len(labels) == len(scores) == len(ids)):
         raise ValueError(f"labels, scores and label ids differ in length: {len(labels)}, {len(scores)}, {len(ids)}")
     P, N = int(labels.sum()), int((~labels).sum())
+    if ranges is not None and len(ranges) != len(labels):
+        raise ValueError(f"{len(ranges)} voxel ranges for {len(labels)} voxels")
     if P == 0 or N == 0:
         return {}
+    if ranges is not None:
+        band_names = range_band_names(bands)
+        band = _band_index(ranges, bands)
+        nb = len(band_names)
+        neg_band, pos_band = band[~labels], band[labels]
+        band_voxels = np.bincount(neg_band[neg_band >= 0], minlength=nb)
+        band_pos = np.bincount(pos_band[pos_band >= 0], minlength=nb)
     if names is None:
         from ..datasets.anovox.labels import LABEL_NAMES as names
     pos_sorted = np.sort(scores[labels])[::-1]
@@ -125,6 +160,14 @@ def false_alarms_by_class(labels, scores, label_ids, recalls=FALSE_ALARM_RECALLS
                           "voxels": int(class_voxels[i]), "false_alarms": int(per[i]),
                           "share": float(per[i] / n_alarm) if n_alarm else 0.0,
                           "rate": float(per[i] / class_voxels[i])} for i in order if per[i] > 0]}
+        if ranges is not None:
+            hits = neg_band[alarm]
+            per_band = np.bincount(hits[hits >= 0], minlength=nb)
+            out[f"recall_{r:g}"]["by_range"] = [
+                {"band": band_names[i][6:], "voxels": int(band_voxels[i]), "anomalies": int(band_pos[i]),
+                 "false_alarms": int(per_band[i]), "share": float(per_band[i] / n_alarm) if n_alarm else 0.0,
+                 "rate": float(per_band[i] / band_voxels[i]) if band_voxels[i] else 0.0}
+                for i in range(nb) if band_voxels[i] or band_pos[i]]
     listed = sorted({(c["label_id"], c["name"]) for r in out.values() for c in r["by_class"]})
     out["ap_without_class"] = {name: ranking_metrics(labels[keep], scores[keep]).ap
                                for lid, name in listed for keep in [labels | (ids != lid)]}
@@ -218,10 +261,14 @@ class VoxelEvaluator:
     `summary()` gives, per policy, pooled metrics (all frames, anomaly frames, by anomaly type, official size category,
     numeric extent and label id, each group taking every anomalous voxel's own label and anomaly row) and per-scene
     metrics, plus `coverage`: how much of the ground truth was predicted. `policy` names the headline policy, whose
-    numbers also stand at the top level (`pooled`, `scene_mean`, `per_scene`)."""
+    numbers also stand at the top level (`pooled`, `scene_mean`, `per_scene`).
+    Range groups (`range:0-20m`, ...; edges `range_bands`, else EVAL_GRID.RANGE_BANDS, else RANGE_BANDS) hold
+    every voxel, normal and anomalous, whose centre lies in the band (xy distance): how well the model separates
+    what lies at that distance, where the other groups keep every normal voxel of the frame."""
 
     def __init__(self, protocol: str = "default", streaming: bool = False, bins: int = 100_000,
-                 policy: str = "zero", max_range: float = -1.0, grid_size=(1000, 1000, 64), eval_grid=None):
+                 policy: str = "zero", max_range: float = -1.0, grid_size=(1000, 1000, 64), eval_grid=None,
+                 range_bands=None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.protocol = protocol
@@ -236,6 +283,11 @@ class VoxelEvaluator:
         self.coverage = defaultdict(int)
         self.stats = defaultdict(int)
         self.label_ids: list = []       # ground-truth label id of every voxel of the "all" group (exact mode only)
+        self.ranges: list = []          # xy distance (m) of every voxel of the "all" group (exact mode only)
+        if range_bands is None:
+            range_bands = getattr(eval_grid, "RANGE_BANDS", None) if eval_grid is not None else None
+        self.range_bands = tuple(float(b) for b in (RANGE_BANDS if range_bands is None else range_bands))
+        self.range_names = range_band_names(self.range_bands)
 
     def add(self, scene: str, frame: int, gt_voxels, gt_label_ids, gt_labels, pred_voxels, pred_scores,
             anomaly_rows=(), source: str = "pred", z_shift: float = 0.0) -> None:
@@ -265,6 +317,12 @@ class VoxelEvaluator:
             if len(ids) != len(labels):
                 raise ValueError(f"{source}: {len(ids)} label ids for {len(labels)} ground-truth voxels")
             self.label_ids.append(ids)
+        ranges = voxel_ranges(gt_voxels, self.eval_grid)
+        if not self.streaming:
+            self.ranges.append(ranges)
+        band = _band_index(ranges, self.range_bands)
+        for i in np.unique(band[band >= 0]):
+            add(self.range_names[i], band == i)
         add(f"scene:{scene}")
         is_anom = labels == 1
         if is_anom.any():
@@ -284,7 +342,8 @@ class VoxelEvaluator:
             groups = {g: (np.concatenate(p.labels), np.concatenate(p.scores), np.concatenate(p.found))
                       for g, p in self.groups.items() if p.labels}
         return {"groups": groups, "frames": self.frames, "coverage": dict(self.coverage), "stats": dict(self.stats),
-                "label_ids": np.concatenate(self.label_ids) if self.label_ids else np.zeros(0, np.int32)}
+                "label_ids": np.concatenate(self.label_ids) if self.label_ids else np.zeros(0, np.int32),
+                "ranges": np.concatenate(self.ranges) if self.ranges else np.zeros(0)}
 
     def merge_state(self, state: dict) -> None:
         """Add another evaluator's state: the result equals one evaluator that saw both sets of frames."""
@@ -302,6 +361,8 @@ class VoxelEvaluator:
                 self.groups[group].add(*value)
         if not self.streaming and len(state.get("label_ids", ())):
             self.label_ids.append(np.asarray(state["label_ids"], dtype=np.int32))
+        if not self.streaming and len(state.get("ranges", ())):
+            self.ranges.append(np.asarray(state["ranges"], dtype=np.float64))
 
     def _metrics(self, group, policy) -> dict:
         if self.streaming:
@@ -339,9 +400,14 @@ class VoxelEvaluator:
         if not self.streaming and self.label_ids and self.groups["all"].labels:
             labels, scores = self.groups["all"].arrays(policy)
             ids = np.concatenate(self.label_ids)
+            ranges = np.concatenate(self.ranges) if self.ranges else None
+            if ranges is not None and len(ranges) != len(ids):
+                ranges = None           # a merged shard without ranges (older state): no breakdown by range
             if policy == "intersect":
-                ids = ids[np.concatenate(self.groups["all"].found)]
-            out["false_alarms"] = false_alarms_by_class(labels, scores, ids)
+                found = np.concatenate(self.groups["all"].found)
+                ids = ids[found]
+                ranges = ranges[found] if ranges is not None else None
+            out["false_alarms"] = false_alarms_by_class(labels, scores, ids, ranges=ranges, bands=self.range_bands)
         return out
 
     def summary(self) -> dict:
