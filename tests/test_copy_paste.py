@@ -166,3 +166,46 @@ def test_aux_semantic_targets_and_loss(synth_root):
             break
     else:
         pytest.fail("nothing pasted")
+
+
+def test_ring_thinning_keeps_whole_rings_evenly():
+    from pcdet_anomaly.datasets.copy_paste import _ring_thinning
+    el = np.radians(np.repeat(np.arange(10) * 0.6 - 3.0, 200))          # 10 rings 0.6 deg apart, 200 points each
+    az = np.tile(np.linspace(-0.05, 0.05, 200), 10)
+    xyz = np.stack([20 * np.cos(az) * np.cos(el), 20 * np.sin(az) * np.cos(el), 20 * np.sin(el)], 1)
+    keep = _ring_thinning(xyz, 0.5, np.random.default_rng(0))
+    rings = np.unique(np.round(np.degrees(el[keep]), 3))
+    assert len(rings) == 5 and np.all(np.diff(rings) > 1.1)             # every other ring, whole
+    assert 0.2 < keep.mean() < 0.3                                       # 5 of 10 rings x half of their points
+    assert _ring_thinning(xyz, 1.0, np.random.default_rng(0)).all()
+
+
+def test_range_shift_moves_instances_farther_on_the_road(synth_root):
+    from pcdet_anomaly.datasets.copy_paste import InstanceDatabase
+    root, summaries = synth_root
+    ds, cfg = _dataset(root, [s["name"] for s in summaries])
+    cp = cfg.COPY_PASTE
+    cp.MAX_INSTANCES, cp.IN_VIEW_PROB, cp.RANGE_SHIFT_PROB, cp.RANGE_SHIFT_MAX = 1, 1.0, 1.0, 60.0
+    inst = min(ds.copy_paste_db.instances, key=lambda i: np.linalg.norm(i.points[:, :2].mean(0)))
+    r0 = np.linalg.norm(inst.points[:, :2].mean(0))
+    ds.copy_paste_db = InstanceDatabase([inst])
+    r, pts, ids, rgb, (p2, l2, rgb2, n, is_pasted) = _paste_until(ds, cfg, seeds=range(200))
+    tail = p2[is_pasted]
+    r1 = np.linalg.norm(tail[:, :2].mean(0))
+    assert r1 > r0 + 0.5 and r1 < 62.0
+    assert len(tail) < len(inst.points) * min(1.0, 1.5 * r0 / r1) + 5     # a far scan holds fewer points
+    under = np.linalg.norm(pts[:, :2] - tail[:, :2].mean(0), axis=1) < 1.0
+    road = under & np.isin(ids, ROAD_IDS)
+    assert road.sum() >= 3 and abs(tail[:, 2].min() - np.median(pts[road, 2])) < 0.5   # standing on the road there
+    cal = r.calibration                                                   # the patch moved with it
+    cam = tail[:, :3] @ cal.lidar_to_cam[:3, :3].T + cal.lidar_to_cam[:3, 3]
+    front = cam[:, 2] > 1
+    u = (cal.intrinsics[0, 0] * cam[front, 0] / cam[front, 2] + cal.intrinsics[0, 2]).astype(int)
+    v = (cal.intrinsics[1, 1] * cam[front, 1] / cam[front, 2] + cal.intrinsics[1, 2]).astype(int)
+    ok = (u >= 1) & (u < rgb.shape[1] - 1) & (v >= 1) & (v < rgb.shape[0] - 1)
+    changed = (rgb2 != rgb).any(2)
+    near = np.zeros(ok.sum(), bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            near |= changed[v[ok] + dy, u[ok] + dx]
+    assert ok.sum() >= 3 and near.mean() > 0.6, near.mean()

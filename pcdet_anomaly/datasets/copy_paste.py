@@ -8,7 +8,10 @@ depth of every patch pixel. Instances are connected components (`eps` m) of the 
 Pasting, into a training frame in its original LiDAR frame (before the geometric augmentation):
 * the instance turns about the sensor's vertical axis to a new azimuth (inside the camera's field of view when it
   came from it), so its range, height and LiDAR scan pattern stay those of a real scan; REAL mode also rescales it
-  about its base (an unknown object made from a known one);
+  about its base (an unknown object made from a known one); with RANGE_SHIFT_PROB it is also moved farther along
+  its ray (uniformly up to RANGE_SHIFT_MAX), its base set on the road there, and its scan thinned as a scan from
+  there would see it: whole rings kept evenly in proportion r0 / r1, and points within a ring in the same
+  proportion (never moved nearer: a scan cannot be densified);
 * it is placed only where the frame has drivable ground (road points under the footprint, nothing standing there);
 * LiDAR: frame points behind the instance along its rays (same azimuth / elevation bin, farther) are removed, and
   instance points behind frame points are dropped; the instance is thinned like the frame (MAX_POINTS);
@@ -163,7 +166,25 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
             if scale != 1.0:            # about the base point under the centre
                 pivot = np.array([new_c[0], new_c[1], base_z])
                 new = pivot + (new - pivot) * scale
-            radius = max(0.4, 0.5 * np.ptp(new[:, :2], 0).max())
+            shift, r_ratio = np.zeros(3), 1.0
+            r0 = float(np.linalg.norm(new_c[:2]))
+            if (getattr(cfg, "RANGE_SHIFT_PROB", 0.0) > 0 and r0 > 1.0 and r0 < cfg.RANGE_SHIFT_MAX - 1.0
+                    and rng.random() < cfg.RANGE_SHIFT_PROB):
+                # farther along its own ray (a scan can be thinned, never densified): the base lands on the road
+                # there (the median height of the frame's road points under the new footprint)
+                r1 = float(rng.uniform(r0, cfg.RANGE_SHIFT_MAX))
+                shift[:2] = new_c[:2] * (r1 / r0 - 1.0)
+                r_ratio = r0 / r1
+            new_s, new_c_s = new + shift, new_c + shift
+            radius = max(0.4, 0.5 * np.ptp(new_s[:, :2], 0).max())
+            if r_ratio < 1.0:
+                under = np.linalg.norm(points[:, :2] - new_c_s[:2], axis=1) < radius + 0.3
+                road = under & np.isin(label_ids, ROAD_IDS)
+                if road.sum() < 3:
+                    continue
+                shift[2] = float(np.median(points[road, 2])) - base_z
+                new_s, new_c_s = new + shift, new_c + shift
+            new, new_c, base_z = new_s, new_c_s, base_z + shift[2]
             # drivable ground under the footprint and nothing standing there
             d_xy = np.linalg.norm(points[:, :2] - new_c[:2], axis=1)
             near = d_xy < radius + 0.3
@@ -179,8 +200,12 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
         # thin the instance like the frame (MAX_POINTS), and by scale^2 when it shrinks (a smaller object at the same
         # range meets proportionally fewer beams), never to nothing
         fraction = keep_fraction * min(1.0, scale * scale)
+        k = np.ones(len(new), bool)
+        if r_ratio < 1.0:           # moved farther: the beams it meets there (whole rings, fewer points per ring)
+            k &= _ring_thinning(inst.points[:, :3].astype(np.float64), r_ratio, rng)
         if fraction < 1.0:
-            k = rng.random(len(new)) < fraction
+            k &= rng.random(len(new)) < fraction
+        if not k.all():
             if k.sum() < 3:
                 continue
             new, inst_pts, inst_lab = new[k], inst.points[k], inst.label_ids[k]
@@ -217,11 +242,28 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
         # camera: lift the patch to 3D, move it with the instance, re-project with a depth test
         if rgb is not None and len(inst.pix_uv):
             label = new_label if new_label is not None else int(np.bincount(inst.label_ids).argmax())
-            rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img, label)
+            rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z - shift[2], new_c - shift, sem_img, label,
+                               shift)
     return points, label_ids, rgb, pasted, is_pasted
 
 
-def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None, label=0):
+def _ring_thinning(xyz: np.ndarray, r_ratio: float, rng: np.random.Generator, gap_deg: float = 0.25) -> np.ndarray:
+    """Which points of an instance scanned at range r0 a scan at r1 = r0 / r_ratio would keep (approximately): its
+    rings (points grouped by elevation, split where consecutive elevations differ by more than `gap_deg`) are kept
+    evenly, ceil(n_rings * r_ratio) of them (the beams' angular spacing now spans r1 / r0 times as much of the
+    object), and within a kept ring each point with probability r_ratio (so does the azimuth step)."""
+    el = np.degrees(np.arctan2(xyz[:, 2], np.linalg.norm(xyz[:, :2], axis=1)))
+    order = np.argsort(el)
+    ring = np.zeros(len(el), np.int64)
+    ring[order] = np.concatenate([[0], np.cumsum(np.diff(el[order]) > gap_deg)])
+    n = int(ring.max()) + 1
+    n_keep = max(1, int(np.ceil(n * r_ratio)))
+    offset = rng.random()
+    kept = np.unique(np.floor((np.arange(n_keep) + offset) * n / n_keep).astype(np.int64).clip(0, n - 1))
+    return np.isin(ring, kept) & (rng.random(len(el)) < r_ratio)
+
+
+def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None, label=0, shift=None):
     K, T = calib.intrinsics, calib.lidar_to_cam
     u, v = inst.pix_uv[:, 0].astype(np.float64), inst.pix_uv[:, 1].astype(np.float64)
     d = inst.pix_depth.astype(np.float64)
@@ -232,6 +274,8 @@ def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None,
     if scale != 1.0:
         pivot = np.array([new_c[0], new_c[1], base_z])
         moved = pivot + (moved - pivot) * scale
+    if shift is not None:
+        moved = moved + shift
     cam2 = moved @ T[:3, :3].T + T[:3, 3]
     z = cam2[:, 2]
     ok = z > 0.5
