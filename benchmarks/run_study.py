@@ -76,6 +76,7 @@ def main(argv=None):
     print("per-label AP:", plot_label_ap(results, STUDY / "label_ap.png"))
     print("PR curves:", plot_pr_curves(results, STUDY / "pr_curves.png"))
     print("false alarms:", plot_false_alarms(results, STUDY / "false_alarms.png"))
+    print("range bands:", plot_range_bands(results, STUDY / "range_bands.png"))
 
 
 def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
@@ -258,6 +259,43 @@ def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 
     return path
 
 
+def plot_range_bands(results, path):
+    """AP per range band (every voxel of the band, normal and anomalous), one group of bars per variant, mean ± sd
+    over its seeds: where a model stops separating anomalies from what surrounds them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = {}
+    for name, value in finished_runs(results):
+        if value.get("per_range"):
+            rows.setdefault(name, []).append(value["per_range"])
+    if not rows:
+        return None
+    bands = sorted({b for runs in rows.values() for r in runs for b in r},
+                   key=lambda b: float(b.split(":")[1].split("-")[0].rstrip("m+")))
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(names) + 3), 4.5))
+    width = 0.8 / len(bands)
+    sd = lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0
+    for j, band in enumerate(bands):
+        vals = [[r[band]["ap"] for r in rows[n] if band in r and not math.isnan(r[band]["ap"])] for n in names]
+        x = np.arange(len(names)) + (j - (len(bands) - 1) / 2) * width
+        ax.bar(x, [np.mean(v) if v else 0 for v in vals], width, yerr=[sd(v) if v else 0 for v in vals], capsize=2,
+               label=band.split(":", 1)[1])
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels([f"{n} ({len(rows[n])} seed{'s' if len(rows[n]) > 1 else ''})" for n in names], fontsize=7,
+                       rotation=20, ha="right")
+    ax.set(ylabel="test AP within the band", ylim=(0, 1.05),
+           title="AP by distance (every voxel of the band; mean ± sd over seeds)")
+    ax.legend(title="xy distance", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def run_record(out: Path, train_s: float = math.nan) -> dict:
     """The numbers of a run folder: test metrics of best.pth (both policies, coverage) and the validation history."""
     m = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
@@ -267,6 +305,7 @@ def run_record(out: Path, train_s: float = math.nan) -> dict:
             "held_out": {k: zero["pooled"].get(g) for k, g in HELD_OUT_GROUPS.items()},
             "label29": zero["pooled"].get(LABEL_29),
             "per_label": {g: v for g, v in zero["pooled"].items() if g.startswith("label:")},
+            "per_range": {g: v for g, v in zero["pooled"].items() if g.startswith("range:")},
             "test_scenarios": sorted(m["per_scene"]), "false_alarms": m.get("false_alarms"),
             "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
 
