@@ -98,6 +98,17 @@ def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
     results[f"done:{key}"] = True
 
 
+def _save(fig, path) -> Path:
+    """Lay out, write (folders made) and close a study figure."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(results, path):
     """Validation AUROC and AP per epoch, one line per variant (mean over seeds, band = min..max)."""
     import matplotlib
@@ -120,11 +131,7 @@ def plot_curves(results, path):
         ax.set(xlabel="epoch", title=metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_label_ap(results, path):
@@ -152,10 +159,7 @@ def plot_label_ap(results, path):
     ax.set(ylabel="test AP (policy zero, 50 m)", ylim=(0, 1), title="AP per anomaly label (mean ± sd over seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_pr_curves(results, path, seed: int = 0):
@@ -192,10 +196,7 @@ def plot_pr_curves(results, path, seed: int = 0):
            title=f"test precision-recall, policy zero, 50 m (seed {seed})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 5):
@@ -251,12 +252,7 @@ def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 
     axes[1].set(ylim=(0, 1), ylabel="AP (policy zero, 50 m)", title="what the confusion costs")
     axes[1].grid(axis="y", alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_range_bands(results, path):
@@ -288,12 +284,7 @@ def plot_range_bands(results, path):
     ax.set(ylabel="test AP within the band", ylim=(0, 1.05),
            title="AP by distance (every voxel of the band; mean ± sd over seeds)")
     ax.legend(title="xy distance", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def run_record(out: Path, train_s: float = math.nan) -> dict:
