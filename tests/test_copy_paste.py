@@ -19,6 +19,7 @@ def _dataset(root, names, mode="anomaly", label_ids=(), scale=()):
     cfg.SPLIT.MODE, cfg.SPLIT.LISTS = "lists", {"train": names, "val": [], "test": []}
     cp = cfg.COPY_PASTE
     cp.ENABLED, cp.MODE, cp.LABEL_IDS, cp.SCALE_RANGE, cp.PROB = True, mode, list(label_ids), list(scale), 1.0
+    cp.RANGE_SHIFT_PROB = 0.0      # turned about the sensor only (the range shift has its own test)
     return build_dataset(cfg, "train", True), cfg
 
 
