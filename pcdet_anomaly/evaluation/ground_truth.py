@@ -5,6 +5,7 @@ import numpy as np
 
 from ..datasets.anovox.labels import TargetMapper
 from ..datasets.anovox.reader import ScenarioReader
+from .voxel_eval import voxel_ranges
 
 __all__ = ["frame_ground_truth"]
 
@@ -33,7 +34,5 @@ def frame_ground_truth(reader: ScenarioReader, frame: int, targets: TargetMapper
     labels = targets.binary(grid[:, 3])
     keep = labels != targets.ignore_index
     if max_range > 0:
-        voxel_size, offset = (0.5, (250.0, 250.0)) if eval_grid is None else (eval_grid.VOXEL_SIZE, eval_grid.OFFSET)
-        centre = (grid[:, :2] + 0.5) * voxel_size - np.asarray(offset[:2])
-        keep &= np.linalg.norm(centre, axis=1) <= max_range
+        keep &= voxel_ranges(grid[:, :3], eval_grid) <= max_range
     return grid[keep, :3], grid[keep, 3], labels[keep].astype(np.int8)
