@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pcdet_anomaly.utils.visualization import save_figure  # noqa: E402
 PY = sys.executable
 DATA_PREFIX = ROOT / "data" / "anovox_bench"   # + "_<scenarios>x<frames>"
 STUDY = ROOT / "output" / "study"
@@ -98,17 +101,6 @@ def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
     results[f"done:{key}"] = True
 
 
-def _save(fig, path) -> Path:
-    """Lay out, write (folders made) and close a study figure."""
-    import matplotlib.pyplot as plt
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def plot_curves(results, path):
     """Validation AUROC and AP per epoch, one line per variant (mean over seeds, band = min..max)."""
     import matplotlib
@@ -131,7 +123,7 @@ def plot_curves(results, path):
         ax.set(xlabel="epoch", title=metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_label_ap(results, path):
@@ -159,7 +151,7 @@ def plot_label_ap(results, path):
     ax.set(ylabel="test AP (policy zero, 50 m)", ylim=(0, 1), title="AP per anomaly label (mean ± sd over seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr_curves(results, path, seed: int = 0):
@@ -167,7 +159,6 @@ def plot_pr_curves(results, path, seed: int = 0):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    sys.path.insert(0, str(ROOT))
     from pcdet_anomaly.config import load_config
     from pcdet_anomaly.evaluation.folder_eval import evaluate_folder
     fig, ax = plt.subplots(figsize=(6.5, 5))
@@ -196,7 +187,7 @@ def plot_pr_curves(results, path, seed: int = 0):
            title=f"test precision-recall, policy zero, 50 m (seed {seed})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 5):
@@ -252,7 +243,7 @@ def plot_false_alarms(results, path, recall: str = "recall_0.5", classes: int = 
     axes[1].set(ylim=(0, 1), ylabel="AP (policy zero, 50 m)", title="what the confusion costs")
     axes[1].grid(axis="y", alpha=0.3)
     axes[1].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_range_bands(results, path):
@@ -284,7 +275,7 @@ def plot_range_bands(results, path):
     ax.set(ylabel="test AP within the band", ylim=(0, 1.05),
            title="AP by distance (every voxel of the band; mean ± sd over seeds)")
     ax.legend(title="xy distance", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_record(out: Path, train_s: float = math.nan) -> dict:

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from ..utils.visualization import save_figure
+
 __all__ = ["format_table", "write_reports", "plot_curves"]
 
 
@@ -150,8 +152,4 @@ def plot_curves(curves, out_path: Path, title: str = "") -> Path | None:
     axes[1].set(xlabel="recall", ylabel="precision", title="precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     axes[1].legend(loc="upper right")
     fig.suptitle(title)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=110)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .visualization import save_figure
+
 __all__ = ["FrameScores", "scores_to_colours", "ensure_display", "build_geometries", "render_png", "export_ply",
            "interactive"]
 
@@ -124,11 +126,7 @@ def render_png(frame: FrameScores, out_path: Path, size=(1280, 720), mode: str =
     fig.patch.set_facecolor("#0f0f14")
     cax.tick_params(colors="white")
     cbar.ax.yaxis.label.set_color("white")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100, facecolor=fig.get_facecolor())
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, tight=False, facecolor=fig.get_facecolor())
 
 
 def export_ply(frame: FrameScores, out_path: Path) -> Path:

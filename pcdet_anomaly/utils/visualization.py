@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bev_heatmap_axes", "camera_overlay_axes", "save_frame_heatmap", "save_training_curves"]
+__all__ = ["bev_heatmap_axes", "camera_overlay_axes", "save_frame_heatmap", "save_training_curves", "save_figure"]
 
 
 def _plt():
@@ -13,6 +13,18 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, out_path, dpi: int = 100, tight: bool = True, **savefig_kw) -> Path:
+    """Lay out (`tight`), write (folders made) and close a figure; -> its path."""
+    import matplotlib.pyplot as plt
+    if tight:
+        fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=dpi, **savefig_kw)
+    plt.close(fig)
+    return out_path
 
 
 def bev_window(xyz, max_range=50.0):
@@ -88,11 +100,7 @@ def save_frame_heatmap(out_path, xyz, scores, labels=None, rgb=None, uv=None, uv
     cbar = fig.colorbar(sc, ax=axes.tolist(), fraction=0.025, pad=0.01)
     cbar.set_label("anomaly score")
     fig.suptitle(title)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, tight=False)
 
 
 def save_training_curves(out_path, step_log: list[dict], val_history: list[dict], title="") -> Path:
@@ -117,9 +125,4 @@ def save_training_curves(out_path, step_log: list[dict], val_history: list[dict]
         axes[1].set(xlabel="epoch", ylim=(0, 1.02), title="validation (pooled voxels)")
         axes[1].legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
