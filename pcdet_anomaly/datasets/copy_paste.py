@@ -175,19 +175,18 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
                 r1 = float(rng.uniform(r0, cfg.RANGE_SHIFT_MAX))
                 shift[:2] = new_c[:2] * (r1 / r0 - 1.0)
                 r_ratio = r0 / r1
-            new_s, new_c_s = new + shift, new_c + shift
-            radius = max(0.4, 0.5 * np.ptp(new_s[:, :2], 0).max())
-            if r_ratio < 1.0:
-                under = np.linalg.norm(points[:, :2] - new_c_s[:2], axis=1) < radius + 0.3
-                road = under & np.isin(label_ids, ROAD_IDS)
+            new, new_c = new + shift, new_c + shift
+            radius = max(0.4, 0.5 * np.ptp(new[:, :2], 0).max())
+            # drivable ground under the footprint and nothing standing there
+            near = np.linalg.norm(points[:, :2] - new_c[:2], axis=1) < radius + 0.3
+            if r_ratio < 1.0:           # moved: its base onto the road there
+                road = near & np.isin(label_ids, ROAD_IDS)
                 if road.sum() < 3:
                     continue
                 shift[2] = float(np.median(points[road, 2])) - base_z
-                new_s, new_c_s = new + shift, new_c + shift
-            new, new_c, base_z = new_s, new_c_s, base_z + shift[2]
-            # drivable ground under the footprint and nothing standing there
-            d_xy = np.linalg.norm(points[:, :2] - new_c[:2], axis=1)
-            near = d_xy < radius + 0.3
+                new[:, 2] += shift[2]
+                new_c[2] += shift[2]
+                base_z += shift[2]
             if near.sum() < 3 or not np.isin(label_ids[near], ROAD_IDS).mean() > 0.6:
                 continue
             if (points[near, 2] > base_z + 0.25).any():
