@@ -94,10 +94,11 @@ def train_and_test(results: dict, variant: str, seed: int, sets: list) -> None:
     train_s = time.time() - start
     for score in NORMALITY_SCORES if variant.startswith("normality") else [None]:
         test_sets = sets + (["MODEL.HEAD.NORMALITY_SCORE", score] if score else [])
-        run([PY, "tools/test.py", "--cfg", cfg, "--output_dir", str(out), "--split", "test", "--no_progress",
-             "--set", *test_sets])
+        for ckpt in ([], ["--ckpt", str(out / "ckpt" / "latest.pth")]):     # best.pth, then the last epoch
+            run([PY, "tools/test.py", "--cfg", cfg, "--output_dir", str(out), "--split", "test", "--no_progress",
+                 *ckpt, "--set", *test_sets])
         name = f"{variant}:{score}" if score else variant
-        results[f"{name}/seed{seed}"] = run_record(out, train_s)
+        results[f"{name}/seed{seed}"] = run_record(out, train_s, score)
     results[f"done:{key}"] = True
 
 
@@ -278,11 +279,38 @@ def plot_range_bands(results, path):
     return save_figure(fig, path)
 
 
-def run_record(out: Path, train_s: float = math.nan) -> dict:
-    """The numbers of a run folder: test metrics of best.pth (both policies, coverage) and the validation history."""
+def last_epoch_record(out: Path, score: str | None = None) -> dict | None:
+    """The last epoch's model on two held-out sets: the test scenarios (eval/latest/test) and the validation scenarios
+    (the last entry of the validation history, same protocol). Validation chose best.pth, never the last epoch's
+    weights, so for the last epoch both sets are held out: 20 scenarios instead of 10. None without a test of
+    latest.pth; the validation AP is None when the history's score is not `score` (a normality run tested with
+    another score) or the history does not reach the last epoch."""
+    path = out / "eval" / "latest" / "test" / "metrics.json"
+    if not path.is_file():
+        return None
+    import yaml
+    test = json.loads(path.read_text())["policies"]["zero"]["pooled"]["all"]
+    history = json.loads((out / "val_history.json").read_text())
+    cfg = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").is_file() else {}
+    epochs = _dig(cfg, ("OPTIMIZATION", "NUM_EPOCHS"))
+    trained_score = _dig(cfg, ("MODEL", "HEAD", "NORMALITY_SCORE"))
+    val = history[-1] if history and history[-1].get("epoch") == epochs else None
+    if val is not None and score is not None and _dig(cfg, ("MODEL", "REGIME")) == "normality" \
+            and score != trained_score:
+        val = None
+    val_ap = val.get("ap") if val else None
+    return {"test_ap": test["ap"], "test_auroc": test["auroc"], "val_ap": val_ap,
+            "val_auroc": val.get("auroc") if val else None, "epoch": epochs,
+            "mean_ap": None if val_ap is None else (test["ap"] + val_ap) / 2}
+
+
+def run_record(out: Path, train_s: float = math.nan, score: str | None = None) -> dict:
+    """The numbers of a run folder: test metrics of best.pth (both policies, coverage), the last epoch's AP on the
+    test and validation scenarios (last_epoch_record) and the validation history."""
     m = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
     zero, inter = m["policies"]["zero"], m["policies"]["intersect"]
     return {"pooled": zero["pooled"]["all"], "pooled_intersect": inter["pooled"]["all"],
+            "last_epoch": last_epoch_record(out, score),
             "scene_mean": zero["scene_mean"], "coverage": m["coverage"],
             "held_out": {k: zero["pooled"].get(g) for k, g in HELD_OUT_GROUPS.items()},
             "label29": zero["pooled"].get(LABEL_29),
@@ -315,7 +343,8 @@ def table(results):
         rows.setdefault(name, []).append(value)
     test_sets = {tuple(r["test_scenarios"]) for runs in rows.values() for r in runs}
     lines = ["| variant | seeds | AUROC | AP | FPR95 | AP (official intersect) | AUROC scene mean | AP scene mean "
-             "| AP label 29 | AP held-out cone | AP held-out boulder |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| AP label 29 | AP held-out cone | AP held-out boulder | last epoch: AP test | last epoch: AP validation "
+             "| last epoch: mean of the two |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     get = lambda r, *path: _dig(r, path)
     for name, runs in rows.items():
         lines.append(f"| {name} | {len(runs)} | {ms([get(r, 'pooled', 'auroc') for r in runs])} | "
@@ -324,7 +353,10 @@ def table(results):
                      f"{ms([get(r, 'scene_mean', 'auroc') for r in runs])} | {ms([get(r, 'scene_mean', 'ap') for r in runs])} | "
                      f"{ms([get(r, 'label29', 'ap') for r in runs])} | "
                      f"{ms([get(r, 'held_out', 'cone', 'ap') for r in runs])} | "
-                     f"{ms([get(r, 'held_out', 'boulder', 'ap') for r in runs])} |")
+                     f"{ms([get(r, 'held_out', 'boulder', 'ap') for r in runs])} | "
+                     f"{ms([get(r, 'last_epoch', 'test_ap') for r in runs])} | "
+                     f"{ms([get(r, 'last_epoch', 'val_ap') for r in runs])} | "
+                     f"{ms([get(r, 'last_epoch', 'mean_ap') for r in runs])} |")
     # drop columns that no row has (a held-out family that fell into validation, not test)
     cells = [line.split("|")[1:-1] for line in lines]
     keep = [j for j in range(len(cells[0])) if j < 2 or any(c[j].strip() != "n/a" for c in cells[2:])]
@@ -336,7 +368,9 @@ def table(results):
                      f"({'identical for every row' if len(test_sets) == 1 else 'WARNING: rows differ in test set'}); "
                      f"{cov['range']}; {cov['gt_voxels']} ground-truth voxels ({cov['anomaly_voxels']} anomalous), "
                      f"{100 * cov['gt_fraction_predicted']:.1f}% of them ({100 * cov['anomaly_fraction_predicted']:.1f}% "
-                     f"of the anomalous) predicted by the first row's model; unpredicted voxels score 0 (policy zero).")
+                     f"of the anomalous) predicted by the first row's model; unpredicted voxels score 0 (policy zero). "
+                     f"AUROC to AP held-out: best.pth (chosen on validation). Last epoch: AP on the test scenarios, on "
+                     f"the validation scenarios (never used to choose these weights) and the mean of the two.")
     return "\n".join(lines)
 
 
