@@ -158,3 +158,26 @@ def test_demo_overrides_are_the_cpu_config():
         cfg.pop("CFG_FILE"), cfg.pop("CFG_TAG")
     assert demo == cpu
     assert demo.DATA_CONFIG.COPY_PASTE.ENABLED
+
+
+def test_demo_never_resumes_a_run_of_another_model(tmp_path, monkeypatch):
+    """make demo resumes its own interrupted run, but a run made with another recipe (an earlier release's model,
+    other data) or before recipes were recorded is moved aside, not resumed with the wrong architecture."""
+    import run_demo
+    current = run_demo.recipe("cfgs/anovox/cylinder_fusion.yaml")
+    assert '"NUM_SEMANTIC_CLASSES": 8' in current and "anovox_bench_50x4" in current
+    monkeypatch.setattr(run_demo, "CPU_OVERRIDES", run_demo.CPU_OVERRIDES + ["MODEL.HEAD.NUM_SEMANTIC_CLASSES", "0"])
+    assert run_demo.recipe("cfgs/anovox/cylinder_fusion.yaml") != current     # another model, another recipe
+    run = tmp_path / "demo"
+    assert run_demo.set_aside_if_other(run, current) is None                  # nothing there
+    run.mkdir()
+    assert run_demo.set_aside_if_other(run, current) is None                  # empty folder: nothing to keep
+    (run / "demo_recipe.json").write_text(current)
+    (run / "ckpt").mkdir()
+    assert run_demo.set_aside_if_other(run, current) is None and (run / "ckpt").is_dir()   # its own run: resumed
+    (run / "demo_recipe.json").write_text(current.replace("8", "0"))
+    aside = run_demo.set_aside_if_other(run, current)
+    assert aside is not None and (aside / "ckpt").is_dir() and not run.exists()
+    run.mkdir()
+    (run / "config.yaml").write_text("x: 1")                                    # a run from before recipes
+    assert run_demo.set_aside_if_other(run, current) is not None and not run.exists()

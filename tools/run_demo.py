@@ -40,14 +40,44 @@ def best_scene(metrics_path: Path) -> str:
     return max(per_scene, key=lambda k: (per_scene[k].get("num_pos") or 0, k))
 
 
+def recipe(cfg: str) -> str:
+    """What the demo trains: the resolved config of `cfg` with the demo's overrides and data (paths and names left
+    out), as canonical JSON. A run made with another recipe (an earlier release's model or data) is not resumed."""
+    import json
+    sys.path.insert(0, str(ROOT))
+    from pcdet_anomaly.config import load_config
+    resolved = load_config(ROOT / cfg, [*CPU_OVERRIDES, "DATA_CONFIG.DATA_PATH", DATA])
+    for key in ("CFG_FILE", "CFG_TAG"):
+        resolved.pop(key, None)
+    return json.dumps(resolved, sort_keys=True, default=str)
+
+
+def set_aside_if_other(run: Path, current: str) -> Path | None:
+    """Move `run` aside (demo_previous_<time>) when it holds a run whose recipe is not `current` (or that predates
+    recipes); returns where it went. A run of the same recipe is left to be resumed."""
+    if not run.is_dir() or not any(run.iterdir()):
+        return None
+    mark = run / "demo_recipe.json"
+    if mark.is_file() and mark.read_text() == current:
+        return None
+    stamp, n = int(time.time()), 0
+    aside = run.with_name(f"demo_previous_{stamp}")
+    while aside.exists():               # never onto an earlier set-aside run
+        n += 1
+        aside = run.with_name(f"demo_previous_{stamp}_{n}")
+    run.rename(aside)
+    return aside
+
+
 def main():
     start = time.time()
     cfg = "cfgs/anovox/cylinder_fusion.yaml"
-    old = RUN / "config.yaml"
-    if old.is_file() and DATA not in old.read_text():      # a run of an earlier demo (other data): keep it aside
-        aside = RUN.with_name(f"demo_previous_{int(time.time())}")
-        RUN.rename(aside)
-        print(f"an earlier demo run (other data) moved to {aside}")
+    current = recipe(cfg)
+    aside = set_aside_if_other(RUN, current)
+    if aside:
+        print(f"an earlier demo run (another model or data) moved to {aside}")
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "demo_recipe.json").write_text(current)
     step(f"1/5 synthetic AnoVox ({SCENARIOS} scenarios x {FRAMES} frames)",
          [PY, "tools/make_synthetic_anovox.py", "--out", DATA, "--scenarios", str(SCENARIOS), "--frames", str(FRAMES),
           "--seed", str(GEN_SEED)])
