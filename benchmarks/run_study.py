@@ -369,7 +369,7 @@ def table(results):
                      f"{cov['range']}; {cov['gt_voxels']} ground-truth voxels ({cov['anomaly_voxels']} anomalous), "
                      f"{100 * cov['gt_fraction_predicted']:.1f}% of them ({100 * cov['anomaly_fraction_predicted']:.1f}% "
                      f"of the anomalous) predicted by the first row's model; unpredicted voxels score 0 (policy zero). "
-                     f"AUROC to AP held-out: best.pth (chosen on validation). Last epoch: AP on the test scenarios, on "
+                     f"Columns AUROC to AP held-out boulder: best.pth (chosen on validation). Last epoch: AP on the test scenarios, on "
                      f"the validation scenarios (never used to choose these weights) and the mean of the two.")
     return "\n".join(lines)
 

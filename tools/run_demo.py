@@ -41,8 +41,9 @@ def best_scene(metrics_path: Path) -> str:
 
 
 def recipe(cfg: str) -> str:
-    """What the demo trains: the resolved config of `cfg` with the demo's overrides and data (paths and names left
-    out), as canonical JSON. A run made with another recipe (an earlier release's model or data) is not resumed."""
+    """What the demo trains: the resolved config of `cfg` with the demo's overrides and data path (the config file's
+    own name and tag left out), as canonical JSON. A run made with another recipe (an earlier release's model, other
+    data) is not resumed."""
     import json
     sys.path.insert(0, str(ROOT))
     from pcdet_anomaly.config import load_config
