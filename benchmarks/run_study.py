@@ -279,9 +279,9 @@ def plot_range_bands(results, path):
     return save_figure(fig, path)
 
 
-def last_epoch_record(out: Path, score: str | None = None) -> dict | None:
+def last_epoch_record(out: Path, history: list[dict], score: str | None = None) -> dict | None:
     """The last epoch's model on two held-out sets: the test scenarios (eval/latest/test) and the validation scenarios
-    (the last entry of the validation history, same protocol). Validation chose best.pth, never the last epoch's
+    (the last entry of the run's validation history `history`, same protocol). Validation chose best.pth, never the last epoch's
     weights, so for the last epoch both sets are held out: 20 scenarios instead of 10. None without a test of
     latest.pth; the validation AP is None when the history's score is not `score` (a normality run tested with
     another score) or the history does not reach the last epoch."""
@@ -290,7 +290,6 @@ def last_epoch_record(out: Path, score: str | None = None) -> dict | None:
         return None
     import yaml
     test = json.loads(path.read_text())["policies"]["zero"]["pooled"]["all"]
-    history = json.loads((out / "val_history.json").read_text())
     cfg = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").is_file() else {}
     epochs = _dig(cfg, ("OPTIMIZATION", "NUM_EPOCHS"))
     trained_score = _dig(cfg, ("MODEL", "HEAD", "NORMALITY_SCORE"))
@@ -309,15 +308,16 @@ def run_record(out: Path, train_s: float = math.nan, score: str | None = None) -
     test and validation scenarios (last_epoch_record) and the validation history."""
     m = json.loads((out / "eval" / "best" / "test" / "metrics.json").read_text())
     zero, inter = m["policies"]["zero"], m["policies"]["intersect"]
+    history = json.loads((out / "val_history.json").read_text())
     return {"pooled": zero["pooled"]["all"], "pooled_intersect": inter["pooled"]["all"],
-            "last_epoch": last_epoch_record(out, score),
+            "last_epoch": last_epoch_record(out, history, score),
             "scene_mean": zero["scene_mean"], "coverage": m["coverage"],
             "held_out": {k: zero["pooled"].get(g) for k, g in HELD_OUT_GROUPS.items()},
             "label29": zero["pooled"].get(LABEL_29),
             "per_label": {g: v for g, v in zero["pooled"].items() if g.startswith("label:")},
             "per_range": {g: v for g, v in zero["pooled"].items() if g.startswith("range:")},
             "test_scenarios": sorted(m["per_scene"]), "false_alarms": m.get("false_alarms"),
-            "train_seconds": train_s, "val_history": json.loads((out / "val_history.json").read_text())}
+            "train_seconds": train_s, "val_history": history}
 
 
 def finished_runs(results: dict):

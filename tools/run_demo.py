@@ -5,6 +5,7 @@ overrides, cone and boulder anomalies held out of training -> test on the held-o
 tools/eval_voxels.py report -> heatmap pictures. About 10 minutes on 2 cores. Re-running reuses the data and resumes
 the run.
 """
+import json
 import subprocess
 import sys
 import time
@@ -35,7 +36,6 @@ def step(title, cmd):
 
 def best_scene(metrics_path: Path) -> str:
     """The test scenario to draw: the one with the most anomalous voxels (a picture with an anomaly in it)."""
-    import json
     per_scene = json.loads(metrics_path.read_text())["per_scene"]
     return max(per_scene, key=lambda k: (per_scene[k].get("num_pos") or 0, k))
 
@@ -44,7 +44,6 @@ def recipe(cfg: str) -> str:
     """What the demo trains: the resolved config of `cfg` with the demo's overrides and data path (the config file's
     own name and tag left out), as canonical JSON. A run made with another recipe (an earlier release's model, other
     data) is not resumed."""
-    import json
     sys.path.insert(0, str(ROOT))
     from pcdet_anomaly.config import load_config
     resolved = load_config(ROOT / cfg, [*CPU_OVERRIDES, "DATA_CONFIG.DATA_PATH", DATA])
