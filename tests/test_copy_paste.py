@@ -1,6 +1,7 @@
 """Multimodal copy-paste: pasted instances stand on road, hide what is behind them along the LiDAR rays, and their
 image patch moves with their points (the projected pasted points land on the redrawn pixels); REAL mode relabels
-and thins shrunk instances; the energy margin loss separates synthesized outliers."""
+and thins shrunk instances; the energy margin loss separates synthesized outliers; raised road patches (point raise)
+are cast along the scan's own rays and the camera's, with a depth test, only on free drivable ground."""
 import numpy as np
 import pytest
 import torch
@@ -210,3 +211,125 @@ def test_range_shift_moves_instances_farther_on_the_road(synth_root):
         for dx in (-1, 0, 1):
             near |= changed[v[ok] + dy, u[ok] + dx]
     assert ok.sum() >= 3 and near.mean() > 0.6, near.mean()
+
+
+def _flat_scene():
+    """A sensor 1.8 m over flat road: rings every 0.5 deg down to -25 deg, azimuth every 0.3 deg over +-40 deg; a
+    pedestrian (label 12) standing at 5 m (rays that meet it end there); a camera at the sensor looking along +x, its depth image the road's."""
+    from pcdet_anomaly.datasets.anovox.reader import Calibration
+    el, az = np.meshgrid(np.radians(np.arange(-25.0, -1.99, 0.5)), np.radians(np.arange(-40.0, 40.0, 0.3)))
+    el, az = el.ravel(), az.ravel()
+    r = 1.8 / np.tan(-el)
+    pts = np.stack([r * np.cos(az), r * np.sin(az), np.full(len(el), -1.8), np.full(len(el), 0.3)], 1)
+    ids = np.ones(len(pts), np.int64)
+    blocker = (np.abs(np.degrees(az) - 10) < 2) & (r > 5)       # rays through the pedestrian end on it
+    t_block = 5.0 / (r[blocker] * np.cos(az[blocker] - np.radians(10)))
+    pts[blocker, :3] *= t_block[:, None]
+    ids[blocker] = 12
+    K = np.array([[300.0, 0, 320], [0, 300.0, 180], [0, 0, 1]])
+    T = np.eye(4)
+    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]
+    calib = Calibration(K, T, (360, 640), "test")
+    vv, uu = np.mgrid[0:360, 0:640]
+    ray_y = (vv + 0.5 - 180) / 300.0                               # camera y (down) per unit depth
+    depth = np.where(ray_y > 1e-3, 1.8 / np.maximum(ray_y, 1e-3), 1e4).astype(np.float32)
+    rgb = np.random.default_rng(0).integers(40, 200, (360, 640, 3)).astype(np.uint8)
+    return pts.astype(np.float32), ids, rgb, depth, calib
+
+
+def _raise_cfg(**kw):
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_raise_cpu.yaml").DATA_CONFIG.COPY_PASTE
+    cfg.MAX_INSTANCES, cfg.IN_VIEW_PROB = 1, 1.0
+    cfg.update(kw)
+    return cfg
+
+
+def test_raised_patch_is_cast_along_the_scans_own_rays_in_both_modalities():
+    from pcdet_anomaly.datasets import point_raise
+    pts, ids, rgb, depth, calib = _flat_scene()
+    cfg = _raise_cfg()
+    sem = np.zeros(rgb.shape[:2], np.uint8)
+    for seed in range(20):
+        mesas = []
+        orig = point_raise._place
+        point_raise._place = lambda *a, **k: mesas.append(orig(*a, **k)) or mesas[-1]
+        try:
+            p2, l2, rgb2, n, m = point_raise.raise_patches(np.random.default_rng(seed), pts, ids, rgb, depth, calib,
+                                                           cfg, 29, sem)
+        finally:
+            point_raise._place = orig
+        if n == 1 and m.sum() > 30:
+            break
+    else:
+        pytest.fail("no patch raised in 20 tries")
+    mesa = mesas[-1]
+    assert len(p2) == len(pts) and (l2[m] == 29).all() and (l2[~m] == ids[~m]).all()
+    assert np.array_equal(p2[~m], pts[~m])
+    # each raised point moved nearer along its own ray, onto the surface (top or side)
+    a, b = pts[m, :3].astype(np.float64), p2[m, :3].astype(np.float64)
+    assert np.allclose(np.cross(a, b), 0, atol=1e-3 * np.linalg.norm(a, axis=1).max() ** 2)
+    assert (np.linalg.norm(b, axis=1) < np.linalg.norm(a, axis=1) - 1e-3).all()
+    h = mesa.height_at(b[:, 0], b[:, 1])
+    assert (h > 0.0099).all() and np.allclose(b[:, 2], -1.8 + h, atol=0.02)
+    assert abs(mesa.z0 + 1.8) < 1e-5
+    # independently: a ray is raised exactly when a dense walk along it (1 cm) meets the raised volume
+    xy = pts[:, :2].astype(np.float64)
+    s_near = np.clip((xy @ mesa.c) / (xy * xy).sum(1), 0, 1)          # the segment's point nearest the centre
+    cand = np.linalg.norm(xy * s_near[:, None] - mesa.c, axis=1) < mesa.radius
+    assert m[~cand].sum() == 0
+    met = []
+    for chunk in np.array_split(pts[cand, :3].astype(np.float64), max(1, cand.sum() // 500)):
+        walk = np.linspace(0, 1, 4001)[None, :, None] * chunk[:, None, :]
+        hw = mesa.height_at(walk[..., 0], walk[..., 1])
+        met.append(((hw > 0.01) & (walk[..., 2] <= -1.8 + hw))[:, :-5].any(1))
+    met = np.concatenate(met)
+    assert (met != m[cand]).mean() < 0.01 and (met & ~m[cand]).sum() <= max(2, 0.02 * m.sum())
+    # camera: redrawn pixels are where the patch is, the semantic image painted there
+    changed = (rgb2 != rgb).any(2)
+    assert changed.sum() > 50 and (sem[changed] == 29).mean() > 0.9
+    # depth test: something 0.3 m before the camera over the left half of the patch hides that half, not the rest
+    cols = np.nonzero(changed.any(0))[0]
+    split = int(np.median(cols))
+    occluded = depth.copy()
+    occluded[:, :split] = 0.3
+    rgb3 = point_raise.raise_patches(np.random.default_rng(seed), pts, ids, rgb, occluded, calib, cfg, 29)[2]
+    changed3 = (rgb3 != rgb).any(2)
+    assert not changed3[:, :split].any() and np.array_equal(changed3[:, split:], changed[:, split:])
+    K = calib.intrinsics
+    cam = b @ calib.lidar_to_cam[:3, :3].T
+    u = np.floor(K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 2]).astype(int)
+    v = np.floor(K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]).astype(int)
+    ok = (u >= 41) & (u < 639) & (v >= 1) & (v < 359)
+    near = np.zeros(ok.sum(), bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            near |= changed[v[ok] + dy, u[ok] + dx]
+    assert ok.sum() > 10 and near.mean() > 0.8, near.mean()
+
+
+def test_raise_needs_free_drivable_ground():
+    from pcdet_anomaly.datasets.point_raise import raise_patches
+    pts, ids, rgb, depth, calib = _flat_scene()
+    side = np.full_like(ids, 2)                 # all sidewalk: nowhere to raise
+    out = raise_patches(np.random.default_rng(0), pts, side, rgb, depth, calib, _raise_cfg(), 29)
+    assert out[3] == 0 and not out[4].any() and out[2] is rgb
+    # road everywhere, but tall things standing all over it
+    tall = pts.copy()
+    tall[::7, 2] = 0.5
+    out = raise_patches(np.random.default_rng(0), tall, ids, rgb, depth, calib, _raise_cfg(), 29)
+    assert out[3] == 0
+
+
+def test_raise_mode_trains_on_raised_patches(synth_root):
+    root, summaries = synth_root
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_raise_cpu.yaml").DATA_CONFIG
+    cfg.DATA_PATH = str(root)
+    cfg.SPLIT.MODE, cfg.SPLIT.LISTS = "lists", {"train": [s["name"] for s in summaries], "val": [], "test": []}
+    cfg.COPY_PASTE.PROB = 1.0
+    ds = build_dataset(cfg, "train", True)
+    assert ds.copy_paste_db is None and ds.raise_outliers
+    fractions = [float(ds.prepare_sample(i)["point_labels"].mean()) for i in range(len(ds.frames))]
+    assert max(fractions) > 0.002, fractions
+    cfg.COPY_PASTE.MODE = "lift"
+    with pytest.raises(ValueError, match="COPY_PASTE.MODE must be anomaly, real or raise"):
+        build_dataset(cfg, "train", True)

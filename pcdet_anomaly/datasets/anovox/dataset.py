@@ -86,7 +86,10 @@ class AnoVoxDataset(DatasetTemplate):
         self.take_scenarios(names)
         self.copy_paste_db = None
         cp = dataset_cfg.COPY_PASTE
-        if cp.ENABLED and training:
+        if cp.ENABLED and cp.MODE not in ("anomaly", "real", "raise"):
+            raise ValueError(f"DATA_CONFIG.COPY_PASTE.MODE must be anomaly, real or raise, got {cp.MODE!r}")
+        self.raise_outliers = bool(cp.ENABLED and training and cp.MODE == "raise")
+        if cp.ENABLED and training and cp.MODE != "raise":
             self.copy_paste_db = self._build_copy_paste_db(cp)
         # the evaluation grid's vertical convention, per scenario, before any worker starts (a clear error now
         # rather than labels 3.6 voxels off later)
@@ -99,8 +102,6 @@ class AnoVoxDataset(DatasetTemplate):
 
     def _build_copy_paste_db(self, cp):
         from ..copy_paste import InstanceDatabase
-        if cp.MODE not in ("anomaly", "real"):
-            raise ValueError(f"DATA_CONFIG.COPY_PASTE.MODE must be anomaly or real, got {cp.MODE!r}")
         label_ids = list(cp.LABEL_IDS) or list(self.dataset_cfg.LABELS.ANOMALY_IDS)
         if cp.MODE == "anomaly":
             frames = [(n, f) for n, f in self.frames if self.readers[n].has("anomaly", f)]
@@ -172,6 +173,11 @@ class AnoVoxDataset(DatasetTemplate):
             sub = self.subsample(len(points), rng)       # pasted points count towards MAX_POINTS
             if sub is not None:
                 points, label_ids = points[sub], label_ids[sub]
+        elif self.raise_outliers and rng.random() < cp.PROB:                # training only
+            from ..point_raise import raise_patches
+            depth = reader.read_depth(frame) if rgb is not None else None
+            points, label_ids, rgb, _, _ = raise_patches(rng, points, label_ids, rgb, depth, reader.calibration, cp,
+                                                         int(cfg.LABELS.ANOMALY_IDS[0]), sem_img)
         keep, points, aug = self.augment(points, rng)
         if keep is not None:
             label_ids = label_ids[keep]
