@@ -31,6 +31,7 @@ VARIANTS = {   # name: config
     "image_only": "cfgs/anovox/ablation_image_only_cpu.yaml",
     "normality": "cfgs/anovox/normality_cpu.yaml",
     "normality_real": "cfgs/anovox/normality_real_cpu.yaml",
+    "normality_raise": "cfgs/anovox/normality_raise_cpu.yaml",
 }
 # extra --set pairs per variant (the levers studied on top of a config)
 VARIANT_SETS = {}
