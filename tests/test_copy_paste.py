@@ -330,6 +330,15 @@ def test_raise_mode_trains_on_raised_patches(synth_root):
     assert ds.copy_paste_db is None and ds.raise_outliers
     fractions = [float(ds.prepare_sample(i)["point_labels"].mean()) for i in range(len(ds.frames))]
     assert max(fractions) > 0.002, fractions
+    # the supervised regime: MODE anomaly pastes, RAISE.PROB adds raised patches on top (here: pasting off)
+    cfg.COPY_PASTE.MODE, cfg.COPY_PASTE.PROB, cfg.SPLIT.TRAIN_NORMALITY_ONLY = "anomaly", 0.0, False
+    counts = {}
+    for prob in (0.0, 1.0):
+        cfg.COPY_PASTE.RAISE.PROB = prob
+        ds = build_dataset(cfg, "train", True)
+        assert ds.copy_paste_db is not None and ds.raise_outliers == (prob > 0)
+        counts[prob] = sum(int((ds.prepare_sample(i)["point_labels"] == 1).sum()) for i in range(len(ds.frames)))
+    assert counts[1.0] > counts[0.0] + 100, counts     # (the augmentation draws differ: compare totals)
     cfg.COPY_PASTE.MODE = "lift"
     with pytest.raises(ValueError, match="COPY_PASTE.MODE must be anomaly, real or raise"):
         build_dataset(cfg, "train", True)

@@ -88,7 +88,8 @@ class AnoVoxDataset(DatasetTemplate):
         cp = dataset_cfg.COPY_PASTE
         if cp.ENABLED and cp.MODE not in ("anomaly", "real", "raise"):
             raise ValueError(f"DATA_CONFIG.COPY_PASTE.MODE must be anomaly, real or raise, got {cp.MODE!r}")
-        self.raise_outliers = bool(cp.ENABLED and training and cp.MODE == "raise")
+        # raised road patches: the outliers of MODE raise, or (RAISE.PROB > 0) added to what MODE anomaly / real pastes
+        self.raise_outliers = bool(cp.ENABLED and training and (cp.MODE == "raise" or cp.RAISE.PROB > 0))
         if cp.ENABLED and training and cp.MODE != "raise":
             self.copy_paste_db = self._build_copy_paste_db(cp)
         # the evaluation grid's vertical convention, per scenario, before any worker starts (a clear error now
@@ -163,6 +164,7 @@ class AnoVoxDataset(DatasetTemplate):
         sem_img = np.array(reader.read_semantic_image(frame)) if (rgb is not None and aux.ENABLED and self.training) \
             else None
         cp = cfg.COPY_PASTE
+        depth = None
         if self.copy_paste_db is not None and rng.random() < cp.PROB:     # training only
             from ..copy_paste import paste_instances
             depth = reader.read_depth(frame) if rgb is not None else None
@@ -173,9 +175,10 @@ class AnoVoxDataset(DatasetTemplate):
             sub = self.subsample(len(points), rng)       # pasted points count towards MAX_POINTS
             if sub is not None:
                 points, label_ids = points[sub], label_ids[sub]
-        elif self.raise_outliers and rng.random() < cp.PROB:                # training only
+        if self.raise_outliers and rng.random() < (cp.PROB if cp.MODE == "raise" else cp.RAISE.PROB):   # training only
             from ..point_raise import raise_patches
-            depth = reader.read_depth(frame) if rgb is not None else None
+            if depth is None and rgb is not None:
+                depth = reader.read_depth(frame)
             points, label_ids, rgb, _, _ = raise_patches(rng, points, label_ids, rgb, depth, reader.calibration, cp,
                                                          int(cfg.LABELS.ANOMALY_IDS[0]), sem_img)
         keep, points, aug = self.augment(points, rng)
