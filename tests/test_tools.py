@@ -181,3 +181,39 @@ def test_demo_never_resumes_a_run_of_another_model(tmp_path, monkeypatch):
     run.mkdir()
     (run / "config.yaml").write_text("x: 1")                                    # a run from before recipes
     assert run_demo.set_aside_if_other(run, current) is not None and not run.exists()
+
+
+def test_ensemble_predictions_averages_runs(synth_root, tmp_path):
+    from pcdet_anomaly.evaluation.ensemble import ensemble_frame
+    # one frame: the union of the voxels, each averaged over the runs that predict it (weights 1 and 3)
+    a = np.array([[1, 2, 3, 1.0], [4, 5, 6, 0.0]])
+    b = np.array([[4, 5, 6, 1.0], [7, 8, 9, 0.5]])
+    out = ensemble_frame([a, b], np.array([1.0, 3.0]), ["a", "b"])
+    got = {tuple(r[:3].astype(int)): r[3] for r in out}
+    assert got == {(1, 2, 3): 1.0, (4, 5, 6): 0.75, (7, 8, 9): 0.5}
+    pts = ensemble_frame([np.array([0.0, 1.0]), np.array([1.0, 1.0])], np.array([1.0, 1.0]), ["a", "b"])
+    assert np.allclose(pts, [0.5, 1.0])
+    with pytest.raises(PredictionError, match="differ in length"):
+        ensemble_frame([np.zeros(3), np.zeros(4)], np.ones(2), ["a", "b"])
+    with pytest.raises(PredictionError, match="all be voxels"):
+        ensemble_frame([a, np.zeros(2)], np.ones(2), ["a", "b"])
+    # two runs with the same signal and independent Gaussian noise: their mean has sqrt(2) less noise, so it ranks
+    # better than either (the CLI, end to end)
+    root, _ = synth_root
+    rng = np.random.default_rng(1)
+    runs = []
+    for name in ("a", "b"):
+        write_predictions(root, tmp_path / name, lambda lab: 1.5 * (lab == 1) + rng.normal(size=len(lab)))
+        runs.append(tmp_path / name)
+    import ensemble_predictions
+    ensemble_predictions.main(["--pred", *map(str, runs), "--out", str(tmp_path / "ens"), "--no_progress"])
+    ap = {n: evaluate_folder(root, tmp_path / n, LABELS, EG)[0]["pooled"]["all"]["ap"] for n in ("a", "b", "ens")}
+    assert ap["ens"] > max(ap["a"], ap["b"]) + 0.02, ap
+    assert (tmp_path / "ens" / "manifest.json").is_file() and (tmp_path / "ens" / "ensemble.json").is_file()
+    # runs that do not cover the same frames: an error naming the folder
+    victim = sorted(sorted(runs[1].iterdir())[0].iterdir())[0]
+    victim.unlink()
+    with pytest.raises(PredictionError, match="not the frames of"):
+        ensemble_predictions.main(["--pred", *map(str, runs), "--out", str(tmp_path / "ens2"), "--no_progress"])
+    with pytest.raises(ValueError, match="one non-negative weight per folder"):
+        ensemble_predictions.main(["--pred", *map(str, runs), "--out", str(tmp_path / "ens3"), "--weights", "1"])
