@@ -1,6 +1,5 @@
 import copy
 
-import numpy as np
 import pytest
 import torch
 
@@ -151,3 +150,33 @@ def test_overfits_a_single_frame(anomaly_batch):
     auroc = ranking_metrics(labels[keep], out["voxel_scores"].numpy()[keep]).auroc
     assert min(losses[-5:]) < losses[0] / 10, (losses[0], losses[-5:])
     assert auroc > 0.99, auroc
+
+
+def test_semantic_head_on_lidar_features_only(anomaly_batch):
+    """MODEL.HEAD.SEMANTIC_INPUT lidar: the semantic logits read the LiDAR part of the fused features only, so the
+    semantic loss sends no gradient into the image branch; the anomaly logit still reads both parts."""
+    cfg, _, batch = anomaly_batch
+    cfg = copy.deepcopy(cfg)
+    cfg.MODEL.FUSION.MODE = "attention"
+    cfg.MODEL.HEAD.SEMANTIC_INPUT = "lidar"
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    c_lidar = net.backbone_3d.out_channels
+    assert net.head.semantic_logits[0].in_features == c_lidar < net.head.anomaly_logit[0].in_features
+    net.train()
+    out = net(dict(batch))
+    loss = torch.nn.functional.cross_entropy(out["voxel_semantic_logits"].float(),
+                                             torch.zeros(len(out["voxel_semantic_logits"]), dtype=torch.long))
+    loss.backward()
+    grads = {n: p.grad for n, p in net.named_parameters()}
+    assert all(g is None or not g.abs().any() for n, g in grads.items() if n.startswith(("image_backbone", "fusion")))
+    assert grads["backbone_3d." + next(n for n, _ in net.backbone_3d.named_parameters())] is not None
+    # 'all' (the default) lets it reach the image branch
+    cfg.MODEL.HEAD.SEMANTIC_INPUT = "all"
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    assert net.head.semantic_logits[0].in_features == net.head.anomaly_logit[0].in_features
+    out = net(dict(batch))
+    out["voxel_semantic_logits"].float().logsumexp(1).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().any() for n, p in net.named_parameters() if n.startswith("fusion"))
+    cfg.MODEL.FUSION.MODE, cfg.MODEL.HEAD.SEMANTIC_INPUT = "image_only", "lidar"
+    with pytest.raises(ValueError, match="SEMANTIC_INPUT lidar needs LiDAR features"):
+        build_network(cfg.MODEL, cfg.DATA_CONFIG)

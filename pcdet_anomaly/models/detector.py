@@ -66,8 +66,14 @@ class CylinderFusionNet(nn.Module):
                                                 nn.ReLU(inplace=True), nn.Conv2d(64, k, 1))
             self.aux_stride, self.aux_weight = int(aux.STRIDE), float(aux.WEIGHT)
             self.ignore_index = int(data_cfg.LABELS.IGNORE_INDEX)
+        sem_input = model_cfg.HEAD.get("SEMANTIC_INPUT", "all")
+        if sem_input not in ("all", "lidar"):
+            raise ValueError(f"MODEL.HEAD.SEMANTIC_INPUT must be all or lidar, got {sem_input!r}")
+        if sem_input == "lidar" and mode == "image_only":
+            raise ValueError("MODEL.HEAD.SEMANTIC_INPUT lidar needs LiDAR features: MODEL.FUSION.MODE is image_only")
         self.head = _lookup(HEADS, model_cfg.HEAD.NAME, "MODEL.HEAD.NAME")(
-            model_cfg.HEAD, model_cfg.LOSS, model_cfg.REGIME, channels, data_cfg.LABELS.IGNORE_INDEX)
+            model_cfg.HEAD, model_cfg.LOSS, model_cfg.REGIME, channels, data_cfg.LABELS.IGNORE_INDEX,
+            semantic_channels=self.backbone_3d.out_channels if sem_input == "lidar" else None)
         self.stages["head"] = self.head
         self.profile = False      # when True, batch_dict['timings'] holds seconds per stage
 

@@ -18,7 +18,10 @@ def _mlp(c_in, c_out, hidden=64):
 
 
 class VoxelAnomalyHead(nn.Module):
-    def __init__(self, model_cfg, loss_cfg, regime: str, in_channels: int, ignore_index: int = 255):
+    def __init__(self, model_cfg, loss_cfg, regime: str, in_channels: int, ignore_index: int = 255,
+                 semantic_channels: int | None = None):
+        """`semantic_channels`: the semantic logits read only the first that many feature channels (the LiDAR
+        part of a fusion's [LiDAR, image] features, MODEL.HEAD.SEMANTIC_INPUT lidar); None: all of them."""
         super().__init__()
         if regime not in ("supervised", "normality"):
             raise ValueError(f"MODEL.REGIME must be 'supervised' or 'normality', got {regime!r}")
@@ -34,7 +37,9 @@ class VoxelAnomalyHead(nn.Module):
             raise ValueError(f"MODEL.HEAD.NORMALITY_SCORE must be max_logit, energy or entropy, got "
                              f"{self.score_kind!r}")
         self.anomaly_logit = _mlp(in_channels, 1) if regime == "supervised" else None
-        self.semantic_logits = _mlp(in_channels, self.num_semantic) if self.num_semantic else None
+        self.semantic_channels = semantic_channels if semantic_channels and semantic_channels < in_channels else None
+        self.semantic_logits = (_mlp(self.semantic_channels or in_channels, self.num_semantic) if self.num_semantic
+                                else None)
 
     def normality_score(self, logits: torch.Tensor) -> torch.Tensor:
         """Higher = more anomalous, in (0, 1)."""
@@ -53,7 +58,7 @@ class VoxelAnomalyHead(nn.Module):
             batch_dict["voxel_logits"] = logits
             batch_dict["voxel_scores"] = torch.sigmoid(logits.float())
         if self.semantic_logits is not None:
-            sem = self.semantic_logits(feats)
+            sem = self.semantic_logits(feats if self.semantic_channels is None else feats[:, :self.semantic_channels])
             batch_dict["voxel_semantic_logits"] = sem
             if self.regime == "normality":
                 batch_dict["voxel_scores"] = self.normality_score(sem.float())
