@@ -90,7 +90,7 @@ class Mesa:
 
     def __init__(self, centre, z0, a, b, p, yaw, height, side, tilt, rough):
         self.c = np.asarray(centre, np.float64)
-        self.z0, self.a, self.b, self.height = float(z0), float(a), float(b), float(height)
+        self.z0, self.a, self.b = float(z0), float(a), float(b)
         self.prm = np.array([self.c[0], self.c[1], a, b, p, np.cos(yaw), np.sin(yaw), height, side, tilt[0],
                              tilt[1], *rough], np.float64)
         self.radius = max(self.a, self.b) * 2 ** 0.5         # encloses the superellipse for any p >= 1
@@ -99,9 +99,6 @@ class Mesa:
     def height_at(self, x, y):
         x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
         return _heights(x.ravel(), y.ravel(), self.prm).reshape(x.shape)
-
-    def surface(self, x, y):
-        return self.z0 + self.height_at(x, y)
 
     def normal_z(self, x, y, eps=0.02):
         gx = (self.height_at(x + eps, y) - self.height_at(x - eps, y)) / (2 * eps)
