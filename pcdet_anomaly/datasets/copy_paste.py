@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Instance", "InstanceDatabase", "paste_instances"]
+__all__ = ["Instance", "InstanceDatabase", "paste_instances", "free_ground"]
 
 ROAD_IDS = (1, 24)          # road, road line (AnoVox / CARLA ids): drivable ground
 
@@ -119,6 +119,21 @@ class InstanceDatabase:
         return cls(out)
 
 
+def free_ground(points: np.ndarray, label_ids: np.ndarray, near: np.ndarray, road_share: float,
+                base_z: float | None = None) -> float | None:
+    """A footprint (`near`: a mask of the frame's points) as a place to stand something on: at least 3 points, more
+    than `road_share` of them drivable ground, none higher than 0.25 m above `base_z` (default: the median height of
+    its road points). -> base_z, or None where the footprint is not free drivable ground."""
+    if near.sum() < 3:
+        return None
+    road = np.isin(label_ids[near], ROAD_IDS)
+    if not road.mean() > road_share:
+        return None
+    if base_z is None:
+        base_z = float(np.median(points[near][road, 2]))
+    return None if (points[near, 2] > base_z + 0.25).any() else base_z
+
+
 def _rot_z(theta):
     c, s = np.cos(theta), np.sin(theta)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -187,9 +202,7 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
                 new[:, 2] += shift[2]
                 new_c[2] += shift[2]
                 base_z += shift[2]
-            if near.sum() < 3 or not np.isin(label_ids[near], ROAD_IDS).mean() > 0.6:
-                continue
-            if (points[near, 2] > base_z + 0.25).any():
+            if free_ground(points, label_ids, near, 0.6, base_z) is None:
                 continue
             if occupied is not None and any(np.linalg.norm(new_c[:2] - c) < radius + r + 0.5 for c, r in occupied):
                 continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .copy_paste import ROAD_IDS
+from .copy_paste import ROAD_IDS, free_ground
 
 __all__ = ["Mesa", "sample_mesa", "raise_patches"]
 
@@ -158,10 +158,8 @@ def _place(rng, points, label_ids, cfg, hfov):
         c = points[pool[int(rng.integers(len(pool)))], :2].astype(np.float64)
         mesa = sample_mesa(rng, c, 0.0, cfg.RAISE)
         near = np.linalg.norm(points[:, :2] - c, axis=1) < mesa.radius + 0.3
-        if near.sum() < 3 or np.isin(label_ids[near], ROAD_IDS).mean() <= 0.8:
-            continue
-        z0 = float(np.median(points[near & road, 2]))
-        if (points[near, 2] > z0 + 0.25).any():
+        z0 = free_ground(points, label_ids, near, 0.8)
+        if z0 is None:
             continue
         mesa.z0 = z0
         return mesa
