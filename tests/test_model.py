@@ -180,3 +180,49 @@ def test_semantic_head_on_lidar_features_only(anomaly_batch):
     cfg.MODEL.FUSION.MODE, cfg.MODEL.HEAD.SEMANTIC_INPUT = "image_only", "lidar"
     with pytest.raises(ValueError, match="SEMANTIC_INPUT lidar needs LiDAR features"):
         build_network(cfg.MODEL, cfg.DATA_CONFIG)
+
+
+def test_image_stream_is_camera_only_supervised_and_mixed(anomaly_batch):
+    """MODEL.FUSION.IMAGE_STREAM: a camera-only voxel feature beside the attended one, with an anomaly logit of its
+    own. Nothing of the LiDAR branch reaches that logit; the image branch does; its loss adds to the total at
+    LOSS_WEIGHT; SCORE_MIX blends the two probabilities into the score every voxel and point reports."""
+    cfg, _, batch = anomaly_batch
+    cfg = copy.deepcopy(cfg)
+    cfg.MODEL.FUSION.MODE = "attention"
+    cfg.MODEL.FUSION.IMAGE_STREAM.ENABLED = True
+    cfg.MODEL.FUSION.IMAGE_STREAM.SCORE_MIX = 0.5
+    torch.manual_seed(0)
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG).train()
+    e = cfg.MODEL.FUSION.EMBED_DIM
+    assert net.fusion.out_channels == net.backbone_3d.out_channels + 2 * e
+    assert net.head.anomaly_logit[0].in_features == net.fusion.out_channels
+    out = net(dict(batch))
+    stream = out["voxel_stream_logits"]
+    assert stream.shape == out["voxel_logits"].shape
+    expected = 0.5 * torch.sigmoid(out["voxel_logits"].float()) + 0.5 * torch.sigmoid(stream.float())
+    torch.testing.assert_close(out["voxel_scores"], expected)
+    assert torch.equal(out["point_scores"], out["voxel_scores"][batch["point2voxel"]])
+    stream.sum().backward(retain_graph=True)
+    grads = {n: p.grad for n, p in net.named_parameters()}
+    lidar_names = [n for n in grads if n.startswith(("vfe", "backbone_3d", "fusion.query_proj", "fusion.attention"))]
+    assert lidar_names and all(grads[n] is None or not grads[n].abs().any() for n in lidar_names)
+    assert any(g is not None and g.abs().any() for n, g in grads.items() if n.startswith("image_backbone"))
+    # the stream's anomaly loss is added to the total at LOSS_WEIGHT
+    net.zero_grad()
+    total_1, tb = net.get_loss(out)
+    net.head.stream_weight = 0.0
+    total_0, _ = net.get_loss(out)
+    assert tb["loss_stream_anomaly"] > 0
+    assert abs(float((total_1 - total_0).detach()) - tb["loss_stream_anomaly"]) < 1e-5
+    # SCORE_MIX 0: the head's score alone
+    net.head.stream_score_mix = 0.0
+    out = net(dict(batch))
+    torch.testing.assert_close(out["voxel_scores"], torch.sigmoid(out["voxel_logits"].float()))
+    for mode, match in (("image_only", "is one already"), ("lidar_only", "needs the camera")):
+        cfg.MODEL.FUSION.MODE = mode
+        with pytest.raises(ValueError, match=match):
+            build_network(cfg.MODEL, cfg.DATA_CONFIG)
+    cfg.MODEL.FUSION.MODE, cfg.MODEL.REGIME = "attention", "normality"
+    cfg.MODEL.HEAD.NUM_SEMANTIC_CLASSES = 8
+    with pytest.raises(ValueError, match="needs MODEL.REGIME supervised"):
+        build_network(cfg.MODEL, cfg.DATA_CONFIG)

@@ -38,6 +38,9 @@ class CylinderFusionNet(nn.Module):
         if mode != "lidar_only" and not data_cfg.IMAGE.ENABLED:
             raise ValueError(f"MODEL.FUSION.MODE {mode} needs images: set DATA_CONFIG.IMAGE.ENABLED true")
         self.mode = mode
+        if mode == "lidar_only" and model_cfg.FUSION.get("IMAGE_STREAM", {}).get("ENABLED", False):
+            raise ValueError("MODEL.FUSION.IMAGE_STREAM needs the camera: MODEL.FUSION.MODE is lidar_only (set "
+                             "IMAGE_STREAM.ENABLED false)")
         grid = GridSpec(data_cfg.VOXELIZE)
         self.stages = OrderedDict()
         channels = 0
@@ -71,9 +74,13 @@ class CylinderFusionNet(nn.Module):
             raise ValueError(f"MODEL.HEAD.SEMANTIC_INPUT must be all or lidar, got {sem_input!r}")
         if sem_input == "lidar" and mode == "image_only":
             raise ValueError("MODEL.HEAD.SEMANTIC_INPUT lidar needs LiDAR features: MODEL.FUSION.MODE is image_only")
+        stream = getattr(self, "fusion", None) is not None and self.fusion.stream is not None
+        stream_cfg = model_cfg.FUSION.get("IMAGE_STREAM", {})
         self.head = _lookup(HEADS, model_cfg.HEAD.NAME, "MODEL.HEAD.NAME")(
             model_cfg.HEAD, model_cfg.LOSS, model_cfg.REGIME, channels, data_cfg.LABELS.IGNORE_INDEX,
-            semantic_channels=self.backbone_3d.out_channels if sem_input == "lidar" else None)
+            semantic_channels=self.backbone_3d.out_channels if sem_input == "lidar" else None,
+            stream_channels=model_cfg.FUSION.EMBED_DIM if stream else 0,
+            stream_weight=stream_cfg.get("LOSS_WEIGHT", 1.0), stream_score_mix=stream_cfg.get("SCORE_MIX", 0.0))
         self.stages["head"] = self.head
         self.profile = False      # when True, batch_dict['timings'] holds seconds per stage
 

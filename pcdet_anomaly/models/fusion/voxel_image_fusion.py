@@ -79,6 +79,15 @@ class VoxelImageFusion(nn.Module):
             self.mix = nn.Sequential(nn.Linear(e, model_cfg.FFN_DIM), nn.ReLU(inplace=True),
                                      nn.Linear(model_cfg.FFN_DIM, e))
         self.out_channels = e if self.mode == "image_only" else voxel_channels + e
+        stream_cfg = model_cfg.get("IMAGE_STREAM", None)
+        self.stream = None        # camera-only voxel features beside the attended ones (MODEL.FUSION.IMAGE_STREAM)
+        if stream_cfg is not None and stream_cfg.ENABLED:
+            if self.mode == "image_only":
+                raise ValueError("MODEL.FUSION.IMAGE_STREAM adds a camera-only stream to a fusion: MODE image_only "
+                                 "is one already")
+            self.stream = nn.Sequential(nn.Linear(e, model_cfg.FFN_DIM), nn.ReLU(inplace=True),
+                                        nn.Linear(model_cfg.FFN_DIM, e))
+            self.out_channels += e
         offsets = torch.arange(self.k, dtype=torch.float32) - (self.k - 1) / 2
         oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
         self.register_buffer("offsets", torch.stack([ox.flatten(), oy.flatten()], 1), persistent=False)
@@ -105,6 +114,7 @@ class VoxelImageFusion(nn.Module):
         centres = voxel_centres_xyz(coords, self.grid, dtype=torch.float32)
         e = self.token_pos.shape[1]
         image_part = ref.new_zeros((len(coords), e))
+        stream_part = ref.new_zeros((len(coords), e)) if self.stream is not None else None
         valid_all = torch.zeros(len(coords), dtype=torch.bool, device=coords.device)
         lidar = batch_dict.get("voxel_features")
         for b in range(batch_dict["batch_size"]):
@@ -129,9 +139,14 @@ class VoxelImageFusion(nn.Module):
                 else:
                     fused = self.mix(torch.cat([query, tokens.mean(1)], 1))
             image_part = image_part.index_put((idx,), fused.to(image_part.dtype))
+            if self.stream is not None:     # what the camera alone says of the voxel: no LiDAR feature in it
+                stream_part = stream_part.index_put((idx,), self.stream(tokens.mean(1) + pe).to(stream_part.dtype))
         batch_dict["voxel_in_image"] = valid_all
         if self.mode == "image_only":
             batch_dict["voxel_features"] = image_part
         else:
-            batch_dict["voxel_features"] = torch.cat([lidar, image_part.to(lidar.dtype)], 1)
+            parts = [lidar, image_part.to(lidar.dtype)]
+            if stream_part is not None:
+                parts.append(stream_part.to(lidar.dtype))
+            batch_dict["voxel_features"] = torch.cat(parts, 1)
         return batch_dict

@@ -19,9 +19,13 @@ def _mlp(c_in, c_out, hidden=64):
 
 class VoxelAnomalyHead(nn.Module):
     def __init__(self, model_cfg, loss_cfg, regime: str, in_channels: int, ignore_index: int = 255,
-                 semantic_channels: int | None = None):
+                 semantic_channels: int | None = None, stream_channels: int = 0, stream_weight: float = 1.0,
+                 stream_score_mix: float = 0.0):
         """`semantic_channels`: the semantic logits read only the first that many feature channels (the LiDAR
-        part of a fusion's [LiDAR, image] features, MODEL.HEAD.SEMANTIC_INPUT lidar); None: all of them."""
+        part of a fusion's [LiDAR, image] features, MODEL.HEAD.SEMANTIC_INPUT lidar); None: all of them.
+        `stream_channels` > 0: the last that many feature channels are a camera-only stream (MODEL.FUSION.
+        IMAGE_STREAM) with an anomaly logit of its own, trained on the voxel labels with weight `stream_weight`;
+        the score is (1 - `stream_score_mix`) sigmoid(head logit) + `stream_score_mix` sigmoid(stream logit)."""
         super().__init__()
         if regime not in ("supervised", "normality"):
             raise ValueError(f"MODEL.REGIME must be 'supervised' or 'normality', got {regime!r}")
@@ -37,6 +41,14 @@ class VoxelAnomalyHead(nn.Module):
             raise ValueError(f"MODEL.HEAD.NORMALITY_SCORE must be max_logit, energy or entropy, got "
                              f"{self.score_kind!r}")
         self.anomaly_logit = _mlp(in_channels, 1) if regime == "supervised" else None
+        self.stream_channels = int(stream_channels)
+        if self.stream_channels and regime != "supervised":
+            raise ValueError("MODEL.FUSION.IMAGE_STREAM trains an anomaly logit on the voxel labels: it needs "
+                             "MODEL.REGIME supervised")
+        if not 0.0 <= stream_score_mix <= 1.0:
+            raise ValueError(f"MODEL.FUSION.IMAGE_STREAM.SCORE_MIX must be in [0, 1], got {stream_score_mix}")
+        self.stream_logit = _mlp(self.stream_channels, 1) if self.stream_channels else None
+        self.stream_weight, self.stream_score_mix = float(stream_weight), float(stream_score_mix)
         self.semantic_channels = semantic_channels if semantic_channels and semantic_channels < in_channels else None
         self.semantic_logits = (_mlp(self.semantic_channels or in_channels, self.num_semantic) if self.num_semantic
                                 else None)
@@ -57,6 +69,12 @@ class VoxelAnomalyHead(nn.Module):
             logits = self.anomaly_logit(feats).squeeze(1)
             batch_dict["voxel_logits"] = logits
             batch_dict["voxel_scores"] = torch.sigmoid(logits.float())
+        if self.stream_logit is not None:
+            stream = self.stream_logit(feats[:, -self.stream_channels:]).squeeze(1)
+            batch_dict["voxel_stream_logits"] = stream
+            if self.stream_score_mix > 0:
+                batch_dict["voxel_scores"] = ((1.0 - self.stream_score_mix) * batch_dict["voxel_scores"]
+                                              + self.stream_score_mix * torch.sigmoid(stream.float()))
         if self.semantic_logits is not None:
             sem = self.semantic_logits(feats if self.semantic_channels is None else feats[:, :self.semantic_channels])
             batch_dict["voxel_semantic_logits"] = sem
@@ -69,45 +87,55 @@ class VoxelAnomalyHead(nn.Module):
         batch_dict["point_scores"] = point_scores
         return batch_dict
 
+    def anomaly_loss(self, voxel_logits: torch.Tensor, batch_dict: dict, tb: dict, prefix: str) -> torch.Tensor:
+        """The supervised anomaly loss (focal / BCE, hard negatives, class balance, Lovasz: MODEL.LOSS) of one voxel
+        logit; TensorBoard scalars go to `tb` under `prefix`."""
+        cfg = self.loss_cfg
+        labels = batch_dict["voxel_labels"]
+        keep = labels != self.ignore_index
+        logits, targets = voxel_logits[keep].float(), labels[keep]
+        tb[prefix + "pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
+        groups = None
+        if cfg.NEGATIVE_CLASS_POWER > 0:
+            if "voxel_semantic" not in batch_dict:
+                raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the negatives over their semantic "
+                                 "classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES (the semantic head is not "
+                                 "needed)")
+            groups = batch_dict["voxel_semantic"][keep]
+        if cfg.HARD_NEGATIVE_FRACTION < 1:
+            hard = hard_negative_mask(logits, targets, cfg.HARD_NEGATIVE_FRACTION, cfg.HARD_NEGATIVE_MIN)
+            logits, targets = logits[hard], targets[hard]
+            groups = groups[hard] if groups is not None else None
+        weight = negative_class_weights(targets, groups, cfg.NEGATIVE_CLASS_POWER) if groups is not None else None
+        pos_weight = balanced_pos_weight(targets, cfg.POS_WEIGHT)
+        gamma = cfg.FOCAL_GAMMA if cfg.TYPE == "focal" else 0.0
+        if cfg.TYPE not in ("focal", "bce"):
+            raise ValueError(f"MODEL.LOSS.TYPE must be focal or bce, got {cfg.TYPE!r}")
+        cls = binary_focal_loss(logits, targets, pos_weight, gamma, weight)
+        tb[f"loss_{prefix}anomaly"] = float(cls.detach())
+        total = cls
+        if cfg.ANOMALY_LOVASZ_WEIGHT > 0:
+            if cfg.LOVASZ_TYPE == "hinge":
+                lov = lovasz_hinge(logits, targets)
+            elif cfg.LOVASZ_TYPE == "softmax":   # two-class Lovasz softmax on sigmoid probabilities
+                prob = torch.sigmoid(logits)
+                lov = lovasz_softmax(torch.stack([1.0 - prob, prob], 1), targets)
+            else:
+                raise ValueError(f"MODEL.LOSS.LOVASZ_TYPE must be softmax or hinge, got {cfg.LOVASZ_TYPE!r}")
+            lov = lov * cfg.ANOMALY_LOVASZ_WEIGHT
+            tb[f"loss_{prefix}lovasz"] = float(lov.detach())
+            total = total + lov
+        return total
+
     def get_loss(self, batch_dict: dict):
         cfg = self.loss_cfg
         tb = {}
         total = batch_dict["voxel_features"].new_zeros(()).float()
         if self.anomaly_logit is not None:
-            labels = batch_dict["voxel_labels"]
-            keep = labels != self.ignore_index
-            logits, targets = batch_dict["voxel_logits"][keep].float(), labels[keep]
-            tb["pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
-            groups = None
-            if cfg.NEGATIVE_CLASS_POWER > 0:
-                if "voxel_semantic" not in batch_dict:
-                    raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the negatives over their semantic "
-                                     "classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES (the semantic head is not "
-                                     "needed)")
-                groups = batch_dict["voxel_semantic"][keep]
-            if cfg.HARD_NEGATIVE_FRACTION < 1:
-                hard = hard_negative_mask(logits, targets, cfg.HARD_NEGATIVE_FRACTION, cfg.HARD_NEGATIVE_MIN)
-                logits, targets = logits[hard], targets[hard]
-                groups = groups[hard] if groups is not None else None
-            weight = negative_class_weights(targets, groups, cfg.NEGATIVE_CLASS_POWER) if groups is not None else None
-            pos_weight = balanced_pos_weight(targets, cfg.POS_WEIGHT)
-            gamma = cfg.FOCAL_GAMMA if cfg.TYPE == "focal" else 0.0
-            if cfg.TYPE not in ("focal", "bce"):
-                raise ValueError(f"MODEL.LOSS.TYPE must be focal or bce, got {cfg.TYPE!r}")
-            cls = binary_focal_loss(logits, targets, pos_weight, gamma, weight)
-            tb["loss_anomaly"] = float(cls.detach())
-            total = total + cls
-            if cfg.ANOMALY_LOVASZ_WEIGHT > 0:
-                if cfg.LOVASZ_TYPE == "hinge":
-                    lov = lovasz_hinge(logits, targets)
-                elif cfg.LOVASZ_TYPE == "softmax":   # two-class Lovasz softmax on sigmoid probabilities
-                    prob = torch.sigmoid(logits)
-                    lov = lovasz_softmax(torch.stack([1.0 - prob, prob], 1), targets)
-                else:
-                    raise ValueError(f"MODEL.LOSS.LOVASZ_TYPE must be softmax or hinge, got {cfg.LOVASZ_TYPE!r}")
-                lov = lov * cfg.ANOMALY_LOVASZ_WEIGHT
-                tb["loss_lovasz"] = float(lov.detach())
-                total = total + lov
+            total = total + self.anomaly_loss(batch_dict["voxel_logits"], batch_dict, tb, "")
+        if self.stream_logit is not None:
+            stream = self.anomaly_loss(batch_dict["voxel_stream_logits"], batch_dict, tb, "stream_")
+            total = total + stream * self.stream_weight
         if self.semantic_logits is not None and "voxel_semantic" in batch_dict:
             labels = batch_dict["voxel_semantic"]
             keep = labels != self.ignore_index
