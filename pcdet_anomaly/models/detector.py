@@ -5,6 +5,7 @@ mode decides which stages exist: lidar_only has no image branch, image_only no L
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 
@@ -19,6 +20,8 @@ from .heads import __all__ as HEADS
 from .vfe import __all__ as VFES
 
 __all__ = ["CylinderFusionNet"]
+
+logger = logging.getLogger("pcdet_anomaly")
 
 
 def _lookup(registry: dict, name: str, key: str):
@@ -38,9 +41,14 @@ class CylinderFusionNet(nn.Module):
         if mode != "lidar_only" and not data_cfg.IMAGE.ENABLED:
             raise ValueError(f"MODEL.FUSION.MODE {mode} needs images: set DATA_CONFIG.IMAGE.ENABLED true")
         self.mode = mode
-        if mode == "lidar_only" and model_cfg.FUSION.get("IMAGE_STREAM", {}).get("ENABLED", False):
-            raise ValueError("MODEL.FUSION.IMAGE_STREAM needs the camera: MODEL.FUSION.MODE is lidar_only (set "
-                             "IMAGE_STREAM.ENABLED false)")
+        stream_cfg = model_cfg.FUSION.get("IMAGE_STREAM", {})
+        stream = bool(stream_cfg.get("ENABLED", False))
+        if stream and (mode not in ("attention", "concat") or model_cfg.REGIME != "supervised"):
+            # the ablations (lidar_only, image_only) and the normality regime inherit the fusion default: drop the
+            # stream there, and say so
+            logger.warning("MODEL.FUSION.IMAGE_STREAM is for a supervised fusion (MODE attention or concat); "
+                           "MODE %s, REGIME %s: built without it", mode, model_cfg.REGIME)
+            stream = False
         grid = GridSpec(data_cfg.VOXELIZE)
         self.stages = OrderedDict()
         channels = 0
@@ -54,7 +62,7 @@ class CylinderFusionNet(nn.Module):
             self.image_backbone = _lookup(IMAGE_BACKBONES, model_cfg.IMAGE_BACKBONE.NAME,
                                           "MODEL.IMAGE_BACKBONE.NAME")(model_cfg.IMAGE_BACKBONE)
             self.fusion = _lookup(FUSIONS, model_cfg.FUSION.NAME, "MODEL.FUSION.NAME")(
-                model_cfg.FUSION, grid, channels, self.image_backbone.out_channels)
+                model_cfg.FUSION, grid, channels, self.image_backbone.out_channels, image_stream=stream)
             channels = self.fusion.out_channels
             self.stages.update(image_backbone=self.image_backbone, fusion=self.fusion)
         self.image_aux_head = None          # auxiliary 2D segmentation of the image branch (IMAGE.AUX_SEMANTIC)
@@ -74,8 +82,6 @@ class CylinderFusionNet(nn.Module):
             raise ValueError(f"MODEL.HEAD.SEMANTIC_INPUT must be all or lidar, got {sem_input!r}")
         if sem_input == "lidar" and mode == "image_only":
             raise ValueError("MODEL.HEAD.SEMANTIC_INPUT lidar needs LiDAR features: MODEL.FUSION.MODE is image_only")
-        stream = getattr(self, "fusion", None) is not None and self.fusion.stream is not None
-        stream_cfg = model_cfg.FUSION.get("IMAGE_STREAM", {})
         self.head = _lookup(HEADS, model_cfg.HEAD.NAME, "MODEL.HEAD.NAME")(
             model_cfg.HEAD, model_cfg.LOSS, model_cfg.REGIME, channels, data_cfg.LABELS.IGNORE_INDEX,
             semantic_channels=self.backbone_3d.out_channels if sem_input == "lidar" else None,

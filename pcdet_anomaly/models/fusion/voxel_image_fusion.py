@@ -47,7 +47,10 @@ class PositionalEncoding(nn.Module):
 
 
 class VoxelImageFusion(nn.Module):
-    def __init__(self, model_cfg, grid: GridSpec, voxel_channels: int, image_channels: dict):
+    def __init__(self, model_cfg, grid: GridSpec, voxel_channels: int, image_channels: dict,
+                 image_stream: bool = False):
+        """`image_stream`: add a camera-only voxel feature beside the attended one (MODEL.FUSION.IMAGE_STREAM; the
+        network decides where it applies)."""
         super().__init__()
         self.mode = model_cfg.MODE
         if self.mode not in ("attention", "concat", "image_only"):
@@ -79,9 +82,8 @@ class VoxelImageFusion(nn.Module):
             self.mix = nn.Sequential(nn.Linear(e, model_cfg.FFN_DIM), nn.ReLU(inplace=True),
                                      nn.Linear(model_cfg.FFN_DIM, e))
         self.out_channels = e if self.mode == "image_only" else voxel_channels + e
-        stream_cfg = model_cfg.get("IMAGE_STREAM", None)
         self.stream = None        # camera-only voxel features beside the attended ones (MODEL.FUSION.IMAGE_STREAM)
-        if stream_cfg is not None and stream_cfg.ENABLED:
+        if image_stream:
             if self.mode == "image_only":
                 raise ValueError("MODEL.FUSION.IMAGE_STREAM adds a camera-only stream to a fusion: MODE image_only "
                                  "is one already")
