@@ -146,6 +146,32 @@ def test_guard_flags_chance_auroc_and_flat_loss():
     assert {e["kind"] for e in guard.events} == {"constant_scores", "chance_auroc", "flat_loss"}
 
 
+def test_guard_chance_patience_ignores_one_transient_dip():
+    """CHANCE_PATIENCE 2: one validation at chance followed by learning is not reported; two in a row are; one at the
+    run's last epoch is, at once; the count survives a resume (state / load_state)."""
+    from easydict import EasyDict
+    from pcdet_anomaly.engine.guard import LearningGuard
+    cfg = EasyDict(ENABLED=True, STOP_ON_FAILURE=False, FLAT_WINDOW=10, FLAT_REL_TOL=1e-3, MIN_SCORE_STD=1e-4,
+                   CHANCE_TOL=0.02, CHANCE_PATIENCE=2, MAX_NONFINITE_STEPS=3, MIN_UPDATE_RATIO=1e-9)
+    chance = lambda g: [e for e in g.events if e["kind"] == "chance_auroc"]
+    guard = LearningGuard(cfg)
+    for epoch, auroc in enumerate([0.9, 0.51, 0.92, 0.95], 1):      # the end-to-end run's shape: a dip, then learning
+        guard.check_epoch(epoch, 1.0 / epoch, score_std=0.1, val_auroc=auroc)
+    assert not chance(guard)
+    guard = LearningGuard(cfg)
+    guard.check_epoch(1, 1.0, score_std=0.1, val_auroc=0.505)
+    guard.check_epoch(2, 0.9, score_std=0.1, val_auroc=None)         # no validation this epoch: the count holds
+    assert not chance(guard)
+    resumed = LearningGuard(cfg)
+    resumed.load_state(guard.state())
+    resumed.check_epoch(3, 0.8, score_std=0.1, val_auroc=0.49)
+    assert [e["epoch"] for e in chance(resumed)] == [3]
+    last = LearningGuard(cfg)
+    last.check_epoch(1, 1.0, score_std=0.1, val_auroc=0.9)
+    last.check_epoch(2, 0.9, score_std=0.1, val_auroc=0.51, last=True)
+    assert [e["epoch"] for e in chance(last)] == [2]
+
+
 def test_two_process_gloo_run_only_rank0_writes(synth_root, tmp_path):
     cfg = tiny_cfg(synth_root, epochs=1)
     cfg_file = tmp_path / "tiny.yaml"

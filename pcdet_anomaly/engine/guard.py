@@ -2,7 +2,8 @@
 
 Checks: loss exactly zero; loss flat over FLAT_WINDOW evaluations, or weights that did not move in an epoch
 (relative change below MIN_UPDATE_RATIO: LR 0, everything frozen); predicted scores with near-zero spread;
-validation AUROC at chance; non-finite losses (the step is skipped, and after MAX_NONFINITE_STEPS in a row the run
+validation AUROC at chance (in CHANCE_PATIENCE validations in a row, or in the run's last one: a single
+transient dip early in training is not a failure); non-finite losses (the step is skipped, and after MAX_NONFINITE_STEPS in a row the run
 stops with advice). Warnings are logged with a banner and kept in `events` (written to guard.json for the monitor).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ class LearningGuard:
         self.eval_losses: list[float] = []
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
+        self.chance_in_row = 0
 
     def _raise(self, kind: str, message: str, epoch: int, fatal: bool = False) -> None:
         self.events.append({"kind": kind, "epoch": epoch, "message": message})
@@ -61,7 +63,8 @@ class LearningGuard:
         return True
 
     def check_epoch(self, epoch: int, mean_loss: float, score_std: float | None = None,
-                    val_auroc: float | None = None, update_ratio: float | None = None) -> None:
+                    val_auroc: float | None = None, update_ratio: float | None = None, last: bool = False) -> None:
+        """`last`: the run's final epoch (a validation at chance there is reported whatever CHANCE_PATIENCE says)."""
         if not self.cfg.ENABLED:
             return
         if update_ratio is not None and update_ratio < self.cfg.MIN_UPDATE_RATIO:
@@ -85,14 +88,20 @@ class LearningGuard:
         if score_std is not None and score_std < self.cfg.MIN_SCORE_STD:
             self._raise("constant_scores", f"predicted anomaly scores have std {score_std:.2e}: every voxel gets "
                         f"the same score", epoch)
-        if val_auroc is not None and math.isfinite(val_auroc) and abs(val_auroc - 0.5) < self.cfg.CHANCE_TOL:
-            self._raise("chance_auroc", f"validation AUROC {val_auroc:.4f} is at chance (0.5 +- "
-                        f"{self.cfg.CHANCE_TOL})", epoch)
+        if val_auroc is not None and math.isfinite(val_auroc):
+            at_chance = abs(val_auroc - 0.5) < self.cfg.CHANCE_TOL
+            self.chance_in_row = self.chance_in_row + 1 if at_chance else 0
+            patience = max(1, int(self.cfg.get("CHANCE_PATIENCE", 1)))
+            if at_chance and (self.chance_in_row >= patience or last):
+                self._raise("chance_auroc", f"validation AUROC {val_auroc:.4f} is at chance (0.5 +- "
+                            f"{self.cfg.CHANCE_TOL}) in {self.chance_in_row} validation(s) in a row", epoch)
 
     def state(self) -> dict:
-        return {"events": self.events, "eval_losses": self.eval_losses, "nonfinite_total": self.nonfinite_total}
+        return {"events": self.events, "eval_losses": self.eval_losses, "nonfinite_total": self.nonfinite_total,
+                "chance_in_row": self.chance_in_row}
 
     def load_state(self, state: dict) -> None:
         self.events = list(state.get("events", []))
         self.eval_losses = list(state.get("eval_losses", []))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.chance_in_row = int(state.get("chance_in_row", 0))

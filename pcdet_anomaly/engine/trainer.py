@@ -502,7 +502,8 @@ class Trainer:
                     try:
                         self.guard.check_epoch(self.epoch, stats["loss"], record["val_score_std"] if record else
                                                stats["score_std"], record["auroc"] if record else None,
-                                               update_ratio=stats.get("update_ratio"))
+                                               update_ratio=stats.get("update_ratio"),
+                                               last=self.epoch == opt.NUM_EPOCHS)
                     except GuardStop:
                         self._sync_flag(2)
                         raise
