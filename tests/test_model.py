@@ -215,6 +215,10 @@ def test_image_stream_is_camera_only_supervised_and_mixed(anomaly_batch):
     total_0, _ = net.get_loss(out)
     assert tb["loss_stream_anomaly"] > 0
     assert abs(float((total_1 - total_0).detach()) - tb["loss_stream_anomaly"]) < 1e-5
+    # ... and that term is the stream logit's loss: it trains the stream's logit, never the head's
+    (total_1 - total_0).backward(retain_graph=True)
+    assert all(p.grad is None or not p.grad.abs().any() for p in net.head.anomaly_logit.parameters())
+    assert any(p.grad is not None and p.grad.abs().any() for p in net.head.stream_logit.parameters())
     # SCORE_MIX 0: the head's score alone
     net.head.stream_score_mix = 0.0
     out = net(dict(batch))
