@@ -20,12 +20,15 @@ def _mlp(c_in, c_out, hidden=64):
 class VoxelAnomalyHead(nn.Module):
     def __init__(self, model_cfg, loss_cfg, regime: str, in_channels: int, ignore_index: int = 255,
                  semantic_channels: int | None = None, stream_channels: int = 0, stream_weight: float = 1.0,
-                 stream_score_mix: float = 0.0):
+                 stream_score_mix: float = 0.0, stream_lidar_dropout: float = 0.0):
         """`semantic_channels`: the semantic logits read only the first that many feature channels (the LiDAR
         part of a fusion's [LiDAR, image] features, MODEL.HEAD.SEMANTIC_INPUT lidar); None: all of them.
         `stream_channels` > 0: the last that many feature channels are a camera-only stream (MODEL.FUSION.
         IMAGE_STREAM) with an anomaly logit of its own, trained on the voxel labels with weight `stream_weight`;
-        the score is (1 - `stream_score_mix`) sigmoid(head logit) + `stream_score_mix` sigmoid(stream logit)."""
+        the score is (1 - `stream_score_mix`) sigmoid(head logit) + `stream_score_mix` sigmoid(stream logit).
+        `stream_lidar_dropout` p: in training, for a random fraction p of the voxels the anomaly logit reads only the
+        stream's channels (the others, LiDAR and attended, zeroed): modality dropout, so that the head learns to
+        decide from the camera's cue too (the semantic and stream logits always read their full input)."""
         super().__init__()
         if regime not in ("supervised", "normality"):
             raise ValueError(f"MODEL.REGIME must be 'supervised' or 'normality', got {regime!r}")
@@ -49,6 +52,12 @@ class VoxelAnomalyHead(nn.Module):
             raise ValueError(f"MODEL.FUSION.IMAGE_STREAM.SCORE_MIX must be in [0, 1], got {stream_score_mix}")
         self.stream_logit = _mlp(self.stream_channels, 1) if self.stream_channels else None
         self.stream_weight, self.stream_score_mix = float(stream_weight), float(stream_score_mix)
+        if not 0.0 <= stream_lidar_dropout < 1.0:
+            raise ValueError(f"MODEL.FUSION.IMAGE_STREAM.LIDAR_DROPOUT must be in [0, 1), got {stream_lidar_dropout}")
+        if stream_lidar_dropout > 0 and not self.stream_channels:
+            raise ValueError("MODEL.FUSION.IMAGE_STREAM.LIDAR_DROPOUT drops the LiDAR part of the head's input for "
+                             "the camera-only stream's: it needs IMAGE_STREAM.ENABLED")
+        self.stream_lidar_dropout = float(stream_lidar_dropout)
         self.semantic_channels = semantic_channels if semantic_channels and semantic_channels < in_channels else None
         self.semantic_logits = (_mlp(self.semantic_channels or in_channels, self.num_semantic) if self.num_semantic
                                 else None)
@@ -66,7 +75,13 @@ class VoxelAnomalyHead(nn.Module):
     def forward(self, batch_dict: dict) -> dict:
         feats = batch_dict["voxel_features"]
         if self.anomaly_logit is not None:
-            logits = self.anomaly_logit(feats).squeeze(1)
+            head_in = feats
+            if self.training and self.stream_lidar_dropout > 0:     # modality dropout: these voxels, camera only
+                drop = torch.rand(len(feats), device=feats.device) < self.stream_lidar_dropout
+                keep = torch.ones_like(feats[:1])
+                keep[:, :-self.stream_channels] = 0
+                head_in = torch.where(drop[:, None], feats * keep, feats)
+            logits = self.anomaly_logit(head_in).squeeze(1)
             batch_dict["voxel_logits"] = logits
             batch_dict["voxel_scores"] = torch.sigmoid(logits.float())
         if self.stream_logit is not None:
