@@ -239,3 +239,39 @@ def test_image_stream_is_camera_only_supervised_and_mixed(anomaly_batch):
             assert "voxel_stream_logits" not in net(dict(batch))
     finally:
         logger.removeHandler(handler)
+
+
+def test_image_stream_lidar_dropout_trains_the_head_on_the_camera_alone():
+    """IMAGE_STREAM.LIDAR_DROPOUT p: in training the anomaly logit of a random fraction p of the voxels reads only the
+    stream's channels (no gradient reaches the LiDAR and attended channels there, and its value is the logit of the
+    zeroed input); the semantic and stream logits read everything; evaluation drops nothing."""
+    from pcdet_anomaly.models.heads import VoxelAnomalyHead
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/cylinder_fusion_cpu.yaml")
+    cfg.MODEL.HEAD.NUM_SEMANTIC_CLASSES = 4
+    s, c = 6, 20
+    torch.manual_seed(0)
+    head = VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", c, stream_channels=s,
+                            stream_lidar_dropout=0.4).train()
+    feats = torch.randn(2000, c, requires_grad=True)
+    batch = {"voxel_features": feats, "point2voxel": torch.arange(2000)}
+    logits = head(dict(batch))["voxel_logits"]
+    logits.sum().backward()
+    dropped = ~feats.grad[:, :-s].abs().any(1)
+    assert 0.35 < dropped.float().mean() < 0.45
+    assert feats.grad[:, -s:].abs().any(1).all()                       # the stream's channels always reach it
+    zeroed = torch.cat([torch.zeros(2000, c - s), feats[:, -s:]], 1)
+    torch.testing.assert_close(logits[dropped], head.anomaly_logit(zeroed[dropped]).squeeze(1))
+    torch.testing.assert_close(logits[~dropped], head.anomaly_logit(feats[~dropped]).squeeze(1))
+    # the semantic logits read the full features of every voxel, dropped ones included
+    feats.grad = None
+    head(dict(batch))["voxel_semantic_logits"].sum().backward()
+    assert feats.grad[:, :-s].abs().any(1).all()
+    # evaluation: no voxel dropped
+    head.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(head(dict(batch))["voxel_logits"], head.anomaly_logit(feats).squeeze(1))
+    with pytest.raises(ValueError, match="needs IMAGE_STREAM.ENABLED"):
+        VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", c, stream_lidar_dropout=0.4)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", c, stream_channels=s,
+                         stream_lidar_dropout=1.0)
