@@ -275,3 +275,39 @@ def test_image_stream_lidar_dropout_trains_the_head_on_the_camera_alone():
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", c, stream_channels=s,
                          stream_lidar_dropout=1.0)
+
+
+def test_image_stream_score_mix_range_fades_the_camera_with_distance(anomaly_batch):
+    """IMAGE_STREAM.SCORE_MIX_RANGE [r0, r1]: the stream's weight in the score is SCORE_MIX within r0 of the sensor,
+    falls linearly to 0 at r1, and is 0 beyond; the range is each voxel's xy distance from the sensor (its points'
+    distances agree to half a radial cell)."""
+    cfg, _, batch = anomaly_batch
+    cfg = copy.deepcopy(cfg)
+    cfg.MODEL.FUSION.MODE = "attention"
+    cfg.MODEL.FUSION.IMAGE_STREAM.ENABLED = True
+    cfg.MODEL.FUSION.IMAGE_STREAM.SCORE_MIX = 0.5
+    cfg.MODEL.FUSION.IMAGE_STREAM.SCORE_MIX_RANGE = [10.0, 30.0]
+    torch.manual_seed(0)
+    net = build_network(cfg.MODEL, cfg.DATA_CONFIG).eval()
+    with torch.no_grad():
+        out = net(dict(batch))
+    rng = out["voxel_range"]
+    p2v, pts = batch["point2voxel"], batch["points"]
+    lo, hi = cfg.DATA_CONFIG.VOXELIZE.RANGE[0], cfg.DATA_CONFIG.VOXELIZE.RANGE[3]
+    step = (hi - lo) / cfg.DATA_CONFIG.VOXELIZE.GRID_SIZE[0]
+    point_rng = pts[:, 1:3].norm(dim=1)
+    inside = (p2v >= 0) & (point_rng < hi)
+    assert inside.sum() > 1000
+    assert (rng[p2v[inside]] - point_rng[inside]).abs().max() <= step / 2 + 1e-3
+    head, stream = torch.sigmoid(out["voxel_logits"].float()), torch.sigmoid(out["voxel_stream_logits"].float())
+    w = 0.5 * ((30.0 - rng) / 20.0).clamp(0, 1)
+    torch.testing.assert_close(out["voxel_scores"], (1 - w) * head + w * stream)
+    near, far, mid = rng < 10, rng > 30, (rng > 15) & (rng < 25)
+    assert near.any() and far.any() and mid.any()
+    torch.testing.assert_close(out["voxel_scores"][near], 0.5 * head[near] + 0.5 * stream[near])
+    torch.testing.assert_close(out["voxel_scores"][far], head[far])
+    assert torch.equal(out["point_scores"], out["voxel_scores"][p2v])
+    for bad in ([30.0, 10.0], [5.0], [-1.0, 10.0]):
+        cfg.MODEL.FUSION.IMAGE_STREAM.SCORE_MIX_RANGE = bad
+        with pytest.raises(ValueError, match="SCORE_MIX_RANGE"):
+            build_network(cfg.MODEL, cfg.DATA_CONFIG)

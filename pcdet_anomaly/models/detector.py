@@ -87,7 +87,8 @@ class CylinderFusionNet(nn.Module):
             semantic_channels=self.backbone_3d.out_channels if sem_input == "lidar" else None,
             stream_channels=model_cfg.FUSION.EMBED_DIM if stream else 0,
             stream_weight=stream_cfg.get("LOSS_WEIGHT", 1.0), stream_score_mix=stream_cfg.get("SCORE_MIX", 0.0),
-            stream_lidar_dropout=stream_cfg.get("LIDAR_DROPOUT", 0.0) if stream else 0.0)
+            stream_lidar_dropout=stream_cfg.get("LIDAR_DROPOUT", 0.0) if stream else 0.0,
+            stream_mix_range=stream_cfg.get("SCORE_MIX_RANGE", None) if stream else None)
         self.stages["head"] = self.head
         self.profile = False      # when True, batch_dict['timings'] holds seconds per stage
 

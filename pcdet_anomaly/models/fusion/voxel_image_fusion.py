@@ -144,6 +144,7 @@ class VoxelImageFusion(nn.Module):
             if self.stream is not None:     # what the camera alone says of the voxel: no LiDAR feature in it
                 stream_part = stream_part.index_put((idx,), self.stream(tokens.mean(1) + pe).to(stream_part.dtype))
         batch_dict["voxel_in_image"] = valid_all
+        batch_dict["voxel_range"] = centres[:, :2].norm(dim=1)     # xy distance from the sensor (m, model frame)
         if self.mode == "image_only":
             batch_dict["voxel_features"] = image_part
         else:

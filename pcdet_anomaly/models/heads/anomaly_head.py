@@ -20,12 +20,15 @@ def _mlp(c_in, c_out, hidden=64):
 class VoxelAnomalyHead(nn.Module):
     def __init__(self, model_cfg, loss_cfg, regime: str, in_channels: int, ignore_index: int = 255,
                  semantic_channels: int | None = None, stream_channels: int = 0, stream_weight: float = 1.0,
-                 stream_score_mix: float = 0.0, stream_lidar_dropout: float = 0.0):
+                 stream_score_mix: float = 0.0, stream_lidar_dropout: float = 0.0, stream_mix_range=None):
         """`semantic_channels`: the semantic logits read only the first that many feature channels (the LiDAR
         part of a fusion's [LiDAR, image] features, MODEL.HEAD.SEMANTIC_INPUT lidar); None: all of them.
         `stream_channels` > 0: the last that many feature channels are a camera-only stream (MODEL.FUSION.
         IMAGE_STREAM) with an anomaly logit of its own, trained on the voxel labels with weight `stream_weight`;
         the score is (1 - `stream_score_mix`) sigmoid(head logit) + `stream_score_mix` sigmoid(stream logit).
+        `stream_mix_range` [r0, r1] (m): the mix's weight is `stream_score_mix` for voxels within r0 of the sensor (xy
+        distance of the voxel centre, batch_dict['voxel_range']), falls linearly to 0 at r1 and is 0 beyond (the
+        camera sees a far voxel in a few pixels); None or []: the same weight everywhere.
         `stream_lidar_dropout` p: in training, for a random fraction p of the voxels the anomaly logit reads only the
         stream's channels (the others, LiDAR and attended, zeroed): modality dropout, so that the head learns to
         decide from the camera's cue too (the semantic and stream logits always read their full input)."""
@@ -58,6 +61,11 @@ class VoxelAnomalyHead(nn.Module):
             raise ValueError("MODEL.FUSION.IMAGE_STREAM.LIDAR_DROPOUT drops the LiDAR part of the head's input for "
                              "the camera-only stream's: it needs IMAGE_STREAM.ENABLED")
         self.stream_lidar_dropout = float(stream_lidar_dropout)
+        rng = list(stream_mix_range) if stream_mix_range is not None else []
+        if rng and (len(rng) != 2 or not 0 <= float(rng[0]) <= float(rng[1])):
+            raise ValueError(f"MODEL.FUSION.IMAGE_STREAM.SCORE_MIX_RANGE must be [] or [r0, r1] with 0 <= r0 <= r1 "
+                             f"(m), got {stream_mix_range}")
+        self.stream_mix_range = (float(rng[0]), float(rng[1])) if rng else None
         self.semantic_channels = semantic_channels if semantic_channels and semantic_channels < in_channels else None
         self.semantic_logits = (_mlp(self.semantic_channels or in_channels, self.num_semantic) if self.num_semantic
                                 else None)
@@ -88,8 +96,12 @@ class VoxelAnomalyHead(nn.Module):
             stream = self.stream_logit(feats[:, -self.stream_channels:]).squeeze(1)
             batch_dict["voxel_stream_logits"] = stream
             if self.stream_score_mix > 0:
-                batch_dict["voxel_scores"] = ((1.0 - self.stream_score_mix) * batch_dict["voxel_scores"]
-                                              + self.stream_score_mix * torch.sigmoid(stream.float()))
+                w = self.stream_score_mix
+                if self.stream_mix_range is not None:      # full weight within r0, none beyond r1, linear between
+                    r0, r1 = self.stream_mix_range
+                    near = (r1 - batch_dict["voxel_range"].float()) / max(r1 - r0, 1e-6)
+                    w = w * near.clamp(0.0, 1.0)
+                batch_dict["voxel_scores"] = (1.0 - w) * batch_dict["voxel_scores"] + w * torch.sigmoid(stream.float())
         if self.semantic_logits is not None:
             sem = self.semantic_logits(feats if self.semantic_channels is None else feats[:, :self.semantic_channels])
             batch_dict["voxel_semantic_logits"] = sem
