@@ -217,3 +217,29 @@ def test_ensemble_predictions_averages_runs(synth_root, tmp_path):
         ensemble_predictions.main(["--pred", *map(str, runs), "--out", str(tmp_path / "ens2"), "--no_progress"])
     with pytest.raises(ValueError, match="one non-negative weight per folder"):
         ensemble_predictions.main(["--pred", *map(str, runs), "--out", str(tmp_path / "ens3"), "--weights", "1"])
+
+
+def test_score_mix_grid_blends_head_and_stream_by_distance(tmp_path):
+    """benchmarks/score_mix_grid.py: (1 - w(r)) head + w(r) stream per voxel, w = W within r0 of the sensor, linear
+    to 0 at r1, 0 beyond (r: the evaluation-grid voxel centre's xy distance); other frames' voxels must match."""
+    sys.path.insert(0, str(ROOT_DIR / "benchmarks"))
+    from score_mix_grid import blend_folder
+    # voxels on the x axis at 5, 20 and 40 m from the sensor (0.5 m grid, sensor at 250 m)
+    ix = np.array([510, 540, 580])          # centres x = (ix + 0.5) * 0.5 - 250 = 5.25, 20.25, 40.25 m; y = 0.25 m
+    head = np.stack([ix, np.full(3, 500), np.full(3, 10), np.array([0.1, 0.2, 0.3])], 1)
+    stream = head.copy()
+    stream[:, 3] = [0.9, 0.8, 0.7]
+    for folder, arr in (("h", head), ("s", stream)):
+        (tmp_path / folder / "Scenario_a").mkdir(parents=True)
+        np.save(tmp_path / folder / "Scenario_a" / "VOXEL_PRED_1.npy", arr)
+    (tmp_path / "h" / "manifest.json").write_text("{}")
+    blend_folder(tmp_path / "h", tmp_path / "s", tmp_path / "o", 0.5, 10.0, 30.0)
+    out = np.load(tmp_path / "o" / "Scenario_a" / "VOXEL_PRED_1.npy")
+    w = np.array([0.5, 0.5 * (30 - np.hypot(20.25, 0.25)) / 20, 0.0])
+    np.testing.assert_allclose(out[:, 3], (1 - w) * head[:, 3] + w * stream[:, 3])
+    np.testing.assert_array_equal(out[:, :3], head[:, :3])
+    assert (tmp_path / "o" / "manifest.json").is_file()
+    stream[0, 0] += 1
+    np.save(tmp_path / "s" / "Scenario_a" / "VOXEL_PRED_1.npy", stream)
+    with pytest.raises(ValueError, match="same voxels"):
+        blend_folder(tmp_path / "h", tmp_path / "s", tmp_path / "o2", 0.5, 10.0, 30.0)
