@@ -192,6 +192,7 @@ def test_image_stream_is_camera_only_supervised_and_mixed(anomaly_batch):
     cfg.MODEL.FUSION.MODE = "attention"
     cfg.MODEL.FUSION.IMAGE_STREAM.ENABLED = True
     cfg.MODEL.FUSION.IMAGE_STREAM.SCORE_MIX = 0.5
+    cfg.MODEL.FUSION.IMAGE_STREAM.SCORE_MIX_RANGE = []          # the same weight at every range
     torch.manual_seed(0)
     net = build_network(cfg.MODEL, cfg.DATA_CONFIG).train()
     e = cfg.MODEL.FUSION.EMBED_DIM
