@@ -21,6 +21,7 @@ The model computes the same blend from its own voxels (their centres' distance);
 within 0.0005 AP of this blend with tools/test.py.
 """
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -31,36 +32,41 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pcdet_anomaly.evaluation.ensemble import copy_manifest, matched_predictions  # noqa: E402
 from pcdet_anomaly.evaluation.voxel_eval import voxel_ranges  # noqa: E402
 
 
 def blend_folder(head: Path, stream: Path, out: Path, weight: float, r0: float, r1: float) -> None:
-    files = sorted(head.rglob("*.npy"))
-    if not files:
-        raise FileNotFoundError(f"{head}: no voxel predictions (*.npy)")
-    for f in files:
-        a, b = np.load(f), np.load(stream / f.relative_to(head))
-        if a.ndim != 2 or a.shape[1] != 4 or not np.array_equal(a[:, :3], b[:, :3]):
-            raise ValueError(f"{f} and its stream twin must be voxel predictions (M, 4) of the same voxels")
-        w = weight * np.clip((r1 - voxel_ranges(a[:, :3])) / max(r1 - r0, 1e-6), 0.0, 1.0)
-        blended = a.copy()
-        blended[:, 3] = (1.0 - w) * a[:, 3] + w * b[:, 3]
-        (out / f.parent.relative_to(head)).mkdir(parents=True, exist_ok=True)
-        np.save(out / f.relative_to(head), blended)
-    for m in head.glob("*.json"):
-        (out / m.name).write_text(m.read_text())
+    """Write (1 - w(r)) head + w(r) stream per voxel to `out`; the two folders must cover the same frames
+    (ensemble.matched_predictions) with voxel predictions of the same voxels."""
+    (found_h, found_s), manifest = matched_predictions([head, stream])
+    if not any(found_h.values()):
+        raise FileNotFoundError(f"{head}: no voxel predictions (Scenario_*/*.npy)")
+    for scen, frames in sorted(found_h.items()):
+        for frame, f in sorted(frames.items()):
+            a, b = np.load(f, allow_pickle=False), np.load(found_s[scen][frame], allow_pickle=False)
+            if a.ndim != 2 or a.shape[1] != 4 or not np.array_equal(a[:, :3], b[:, :3]):
+                raise ValueError(f"{f} and its stream twin must be voxel predictions (M, 4) of the same voxels")
+            w = weight * np.clip((r1 - voxel_ranges(a[:, :3])) / max(r1 - r0, 1e-6), 0.0, 1.0)
+            blended = a.copy()
+            blended[:, 3] = (1.0 - w) * a[:, 3] + w * b[:, 3]
+            (out / scen).mkdir(parents=True, exist_ok=True)
+            np.save(out / scen / f.name, blended)
+    copy_manifest(manifest, found_h, out)
 
 
 def pooled_ap(pred: Path, data: str, max_range: float, cfg: str | None) -> float:
+    """Pooled AP (policy zero) of a predictions folder, by tools/eval_voxels.py; read from its metrics.json."""
     cmd = [sys.executable, str(ROOT / "tools" / "eval_voxels.py"), "--data", data, "--pred", str(pred),
            "--max_range", str(max_range), "--policy", "zero", "--out", str(pred.parent / "eval")]
     if cfg:
         cmd += ["--cfg", cfg]
     subprocess.run(cmd, check=True, capture_output=True)
-    for line in (pred.parent / "eval" / "metrics.txt").read_text().splitlines():
-        if line.startswith("[zero] pooled: all"):
-            return float(line.split()[4])
-    raise RuntimeError(f"{pred.parent / 'eval' / 'metrics.txt'}: no pooled AP line")
+    summary = json.loads((pred.parent / "eval" / "metrics.json").read_text())
+    try:
+        return float(summary["policies"]["zero"]["pooled"]["all"]["ap"])
+    except KeyError as err:
+        raise RuntimeError(f"{pred.parent / 'eval' / 'metrics.json'}: no policies.zero.pooled.all.ap") from err
 
 
 def main(argv=None):

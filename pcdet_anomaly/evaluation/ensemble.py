@@ -17,7 +17,37 @@ import numpy as np
 
 from .folder_eval import MANIFEST, PredictionError, find_predictions, write_manifest
 
-__all__ = ["ensemble_frame", "ensemble_folders"]
+__all__ = ["ensemble_frame", "ensemble_folders", "matched_predictions", "copy_manifest"]
+
+
+def matched_predictions(pred_dirs: list[Path]) -> tuple[list[dict], dict | None]:
+    """find_predictions of each folder, checked to cover the same scenarios and frames (and, where both folders have
+    a manifest, to list the same scenarios). -> (one {scenario: {frame: file}} per folder, the first folder's
+    manifest or None); a mismatch raises PredictionError naming the folder."""
+    pred_dirs = [Path(p) for p in pred_dirs]
+    found = [find_predictions(p) for p in pred_dirs]
+    manifests = []
+    for p in pred_dirs:
+        m = p / MANIFEST
+        manifests.append(json.loads(m.read_text()) if m.is_file() else None)
+    for p, f, m in zip(pred_dirs[1:], found[1:], manifests[1:]):
+        if sorted(f) != sorted(found[0]):
+            only = sorted(set(f) ^ set(found[0]))
+            raise PredictionError(f"{p}: not the scenarios of {pred_dirs[0]} (differing: {only[:3]})")
+        for scen, frames in f.items():
+            if sorted(frames) != sorted(found[0][scen]):
+                diff = sorted(set(frames) ^ set(found[0][scen]))
+                raise PredictionError(f"{p / scen}: not the frames of {pred_dirs[0] / scen} (differing: {diff[:5]})")
+        if (m and manifests[0] and "scenarios" in m and "scenarios" in manifests[0]
+                and sorted(m["scenarios"]) != sorted(manifests[0]["scenarios"])):
+            raise PredictionError(f"{p / MANIFEST}: lists other scenarios than {pred_dirs[0] / MANIFEST}")
+    return found, manifests[0]
+
+
+def copy_manifest(manifest: dict | None, found: dict, out_dir: Path) -> Path:
+    """The manifest of a folder derived from another: its scenarios and split, or (no manifest) the scenarios found."""
+    manifest = manifest or {}
+    return write_manifest(out_dir, manifest.get("scenarios", sorted(found)), manifest.get("split", ""))
 
 
 def ensemble_frame(arrays: list[np.ndarray], weights: np.ndarray, names: list[str]) -> np.ndarray:
@@ -51,21 +81,7 @@ def ensemble_folders(pred_dirs: list[Path], out_dir: Path, weights: list[float] 
     if len(weights) != len(pred_dirs) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"--weights: one non-negative weight per folder, not all 0; got {weights.tolist()} for "
                          f"{len(pred_dirs)} folders")
-    found = [find_predictions(p) for p in pred_dirs]
-    manifests = []
-    for p in pred_dirs:
-        m = p / MANIFEST
-        manifests.append(json.loads(m.read_text()) if m.is_file() else None)
-    for p, f, m in zip(pred_dirs[1:], found[1:], manifests[1:]):
-        if sorted(f) != sorted(found[0]):
-            only = sorted(set(f) ^ set(found[0]))
-            raise PredictionError(f"{p}: not the scenarios of {pred_dirs[0]} (differing: {only[:3]})")
-        for scen, frames in f.items():
-            if sorted(frames) != sorted(found[0][scen]):
-                diff = sorted(set(frames) ^ set(found[0][scen]))
-                raise PredictionError(f"{p / scen}: not the frames of {pred_dirs[0] / scen} (differing: {diff[:5]})")
-        if m is not None and manifests[0] is not None and sorted(m["scenarios"]) != sorted(manifests[0]["scenarios"]):
-            raise PredictionError(f"{p / MANIFEST}: lists other scenarios than {pred_dirs[0] / MANIFEST}")
+    found, manifest = matched_predictions(pred_dirs)
     out_dir = Path(out_dir)
     jobs = [(scen, frame) for scen in sorted(found[0]) for frame in sorted(found[0][scen])]
     if progress:
@@ -82,8 +98,7 @@ def ensemble_folders(pred_dirs: list[Path], out_dir: Path, weights: list[float] 
         out = ensemble_frame(arrays, weights, [str(p) for p in files])
         (out_dir / scen).mkdir(parents=True, exist_ok=True)
         np.save(out_dir / scen / files[0].name, out)
-    scenarios = manifests[0]["scenarios"] if manifests[0] is not None else sorted(found[0])
-    write_manifest(out_dir, scenarios, manifests[0].get("split", "") if manifests[0] else "")
+    copy_manifest(manifest, found[0], out_dir)
     summary = {"scenarios": len(found[0]), "frames": sum(len(v) for v in found[0].values()),
                "inputs": [str(p) for p in pred_dirs], "weights": weights.tolist()}
     (out_dir / "ensemble.json").write_text(json.dumps(summary, indent=1))
