@@ -128,6 +128,187 @@ def test_normality_regime_scores_from_semantic_head(anomaly_batch, synth_root):
         assert torch.all((out["voxel_scores"] >= 0) & (out["voxel_scores"] <= 1))
 
 
+def test_normality_standardize_uses_running_class_statistics_of_normal_voxels():
+    """MODEL.HEAD.NORMALITY_STANDARDIZE (SML): training forwards keep, per predicted class, the running mean and
+    variance of the raw score of the normal voxels only (synthesized outliers and ignored voxels left out); the
+    standardized score ranks a voxel by how far above its own class's normal scores it is, so a class whose normal
+    voxels all score high (cars) no longer outranks a voxel that is unusual for its class."""
+    from pcdet_anomaly.models.heads import VoxelAnomalyHead
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_real_cpu.yaml")
+    cfg.MODEL.HEAD.NORMALITY_STATS_MOMENTUM = 1.0          # each step replaces the statistics: exact expectations
+    head = VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "normality", 8)
+    assert not head.standardize and int(head.class_score_count.sum()) == 0
+    torch.manual_seed(0)
+    n = 600
+    logits = torch.randn(n, 8) * 3
+    labels = torch.zeros(n, dtype=torch.long)
+    labels[:50], labels[50:80] = 1, 255                   # synthesized outliers, ignored voxels
+    head.train()
+    head.update_class_stats(logits, labels)
+    energy, pred = -torch.logsumexp(logits, 1), logits.argmax(1)
+    for c in range(8):
+        sel = energy[(labels == 0) & (pred == c)]
+        torch.testing.assert_close(head.class_score_mean[c], sel.mean())
+        torch.testing.assert_close(head.class_score_var[c], sel.var())
+        assert int(head.class_score_count[c]) == len(sel)
+    # momentum < 1: a running average of the steps
+    head.stats_momentum = 0.25
+    before = head.class_score_mean.clone()
+    logits2 = torch.randn(n, 8) * 3 + 1.0
+    head.update_class_stats(logits2, torch.zeros(n, dtype=torch.long))
+    e2, p2 = -torch.logsumexp(logits2, 1), logits2.argmax(1)
+    for c in range(8):
+        torch.testing.assert_close(head.class_score_mean[c], before[c] + 0.25 * (e2[p2 == c].mean() - before[c]))
+    # the standardized score: class 0's normal voxels sit at energy -2 ± 1, class 1's at -8 ± 1
+    head.class_score_mean[:] = torch.tensor([-2.0, -8.0, -5, -5, -5, -5, -5, -5])
+    head.class_score_var[:] = 1.0
+    a = torch.full((1, 8), -20.0)
+    a[0, 0] = 1.5                                           # class 0, energy -1.5: 0.5 sd above its class
+    b = torch.full((1, 8), -20.0)
+    b[0, 1] = 5.0                                           # class 1, energy -5.0: 3 sd above its class
+    pair = torch.cat([a, b])
+    raw = head.normality_score(pair)
+    assert raw[0] > raw[1]                                  # the raw energy ranks the class-0 voxel first
+    head.standardize = True
+    z = head.standardized(pair)
+    torch.testing.assert_close(z, torch.tensor([0.5, 3.0]), atol=1e-4, rtol=0)
+    assert torch.all(head.normality_score(pair) == torch.sigmoid(z))
+    # a forward in training updates the statistics; in evaluation it does not
+    feats = torch.randn(300, 8)
+    batch = {"voxel_features": feats, "point2voxel": torch.arange(300), "voxel_labels": torch.zeros(300).long()}
+    counts = head.class_score_count.clone()
+    head.eval()
+    with torch.no_grad():
+        head(dict(batch))
+    assert torch.equal(head.class_score_count, counts)
+    head.train()
+    head(dict(batch))
+    assert int(head.class_score_count.sum()) > int(counts.sum())
+    # a class never predicted on a normal training voxel takes the others' average statistics
+    head.class_score_count[:] = 10
+    head.class_score_count[1] = 0
+    head.class_score_mean[:] = torch.tensor([-2.0, 99.0, -4, -4, -4, -4, -4, -4])
+    head.class_score_var[:] = 1.0
+    z = head.standardized(b)
+    torch.testing.assert_close(z, torch.tensor([-5.0 + 26.0 / 7]), atol=1e-4, rtol=0)
+    # no statistics at all (an untrained head, an older checkpoint): a clear error, not a silent raw score
+    fresh = VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "normality", 8)
+    fresh.standardize = True
+    with pytest.raises(RuntimeError, match="no class statistics"):
+        fresh.normality_score(pair)
+    cfg.MODEL.HEAD.NORMALITY_STANDARDIZE = True
+    with pytest.raises(ValueError, match="needs MODEL.REGIME normality"):
+        VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", 8)
+    # the statistics travel in the state dict (every checkpoint carries them)
+    assert {"class_score_mean", "class_score_var", "class_score_count"} <= {k.split(".")[-1] for k in
+                                                                            head.state_dict()}
+
+
+def test_normality_energy_margin_balances_normal_voxels_over_classes():
+    """MODEL.LOSS.NEGATIVE_CLASS_POWER in the normality regime: the normal voxels' term of the energy margin loss
+    weighs each voxel n_class^-power (mean weight 1), so a rare class (cars) above the margin costs as much as the
+    road; power 0 is the plain mean; the synthesized outliers' term is unchanged."""
+    from pcdet_anomaly.models.heads import VoxelAnomalyHead
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_real_cpu.yaml")
+    torch.manual_seed(0)
+    n = 400
+    sem = torch.zeros(n, dtype=torch.long)
+    sem[:20] = 7                                    # 20 "car" voxels among 380 "road" ones
+    labels = torch.zeros(n, dtype=torch.long)
+    labels[390:] = 1                                # 10 synthesized outliers
+    feats = torch.randn(n, 8)
+    m_in, m_out, w_out = cfg.MODEL.LOSS.ENERGY_M_IN, cfg.MODEL.LOSS.ENERGY_M_OUT, cfg.MODEL.LOSS.OUTLIER_WEIGHT
+    losses = {}
+    for power in (0.0, 0.5, 1.0):
+        cfg.MODEL.LOSS.NEGATIVE_CLASS_POWER = power
+        torch.manual_seed(1)
+        head = VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "normality", 8)
+        out = head(dict(voxel_features=feats, point2voxel=torch.arange(n), voxel_labels=labels, voxel_semantic=sem))
+        _, tb = head.get_loss(out)
+        e = -torch.logsumexp(out["voxel_semantic_logits"].detach().float(), 1)
+        hin = torch.relu(e[labels == 0] - m_in) ** 2
+        w = torch.ones(len(hin))
+        g = sem[labels == 0]
+        if power:
+            counts = torch.bincount(g, minlength=8).float()
+            w = counts[g] ** -power
+            w = w / w.mean()
+        hout = torch.relu(m_out - e[labels == 1]) ** 2
+        expected = w_out * ((hin * w).mean() + hout.mean())
+        assert abs(tb["loss_outlier"] - float(expected)) < 1e-5 * max(1.0, float(expected))
+        losses[power] = (hin, w, g)
+    hin, w, g = losses[1.0]
+    assert torch.allclose((w * (g == 7)).sum(), (w * (g == 0)).sum())     # power 1: each class the same total weight
+
+
+def test_vos_virtual_outliers_come_from_the_tails_of_the_class_gaussians():
+    """MODEL.LOSS.VOS_WEIGHT: normal voxels' hidden features queue up per ground-truth class; once every class seen
+    has a full queue, class Gaussians with a shared covariance are fitted and their least likely samples go
+    through the classifier's last layer only, their energy pushed above ENERGY_M_OUT."""
+    from pcdet_anomaly.models.heads import VoxelAnomalyHead
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_real_cpu.yaml")
+    cfg.MODEL.LOSS.VOS_WEIGHT, cfg.MODEL.LOSS.VOS_QUEUE = 0.5, 100
+    cfg.MODEL.LOSS.VOS_SAMPLES, cfg.MODEL.LOSS.VOS_SELECT = 500, 5
+    torch.manual_seed(0)
+    head = VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "normality", 8).train()
+    n = 400
+    sem = torch.arange(n) % 2                        # two classes present
+    labels = torch.zeros(n, dtype=torch.long)
+    labels[-10:] = 1                                 # synthesized outliers never enter the queue
+    sem[-10:] = 1
+    batch = dict(voxel_features=torch.randn(n, 8), point2voxel=torch.arange(n), voxel_labels=labels,
+                 voxel_semantic=sem)
+    out = head(dict(batch))
+    _, tb = head.get_loss(out)
+    assert "loss_vos" not in tb                      # queues not full yet (64 per class and step)
+    assert head.vos_fill.tolist()[:2] == [64, 64] and int(head.vos_fill[2:].sum()) == 0
+    out = head(dict(batch))
+    _, tb = head.get_loss(out)
+    assert "loss_vos" in tb and tb["loss_vos"] >= 0
+    # the queue holds normal voxels' hidden features only
+    hidden = head.semantic_logits[:-1](batch["voxel_features"]).detach()
+    normal0 = hidden[(sem == 0) & (labels == 0)]
+    q0 = head.vos_queue[0, :100]
+    assert torch.cdist(q0, normal0, compute_mode="donot_use_mm_for_euclid_dist").min(1).values.max() < 1e-5
+    # virtual outliers: far in the tails (Mahalanobis distance under the fitted model beyond every queued feature's)
+    head.vos_queue[:2] = torch.randn(2, 100, head.vos_queue.shape[-1]) * 0.1 + torch.tensor([0.0, 3.0])[:, None,
+                                                                                                         None]
+    v = head.virtual_outliers(torch.Generator().manual_seed(0))
+    assert v.shape == (2 * 5, head.vos_queue.shape[-1])
+    feats = head.vos_queue[:2].double()
+    mu = feats.mean(1)
+    cen = (feats - mu[:, None]).reshape(-1, feats.shape[-1])
+    prec = torch.linalg.inv(cen.T @ cen / len(cen) + 1e-4 * torch.eye(feats.shape[-1], dtype=torch.float64))
+    def maha(x, m):
+        return ((x - m) @ prec * (x - m)).sum(-1)
+    for c in range(2):
+        assert maha(v[c * 5:(c + 1) * 5], mu[c]).min() > maha(feats[c], mu[c]).max()
+    # the VOS term's gradients reach the classifier's last layer only: with and without it, the first layer's
+    # gradients are the same and the last layer's differ
+    grads = {}
+    head.loss_cfg.ENERGY_M_OUT = 5.0                          # above every energy here: the hinge is active
+    state = (head.vos_queue.clone(), head.vos_fill.clone())
+    for weight in (0.5, 0.0):
+        head.vos_queue.copy_(state[0])
+        head.vos_fill.copy_(state[1])
+        head.zero_grad()
+        head.vos_weight = weight if weight else 1e-30          # 0 would skip the queue update: keep the same path
+        torch.manual_seed(3)
+        total, tb = head.get_loss(head(dict(batch)))
+        total.backward()
+        grads[weight] = (head.semantic_logits[0].weight.grad.clone(), head.semantic_logits[-1].weight.grad.clone())
+        assert tb["loss_vos"] > 0
+    assert torch.allclose(grads[0.5][0], grads[0.0][0], atol=1e-7)
+    assert not torch.allclose(grads[0.5][1], grads[0.0][1])
+    # configuration errors
+    cfg.MODEL.LOSS.ENERGY_M_OUT, cfg.MODEL.LOSS.OUTLIER_WEIGHT = -3.0, 0.0
+    with pytest.raises(ValueError, match="OUTLIER_WEIGHT > 0"):
+        VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "normality", 8)
+    cfg.MODEL.LOSS.OUTLIER_WEIGHT = 0.1
+    with pytest.raises(ValueError, match="needs MODEL.REGIME normality"):
+        VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", 8)
+
+
 def test_overfits_a_single_frame(anomaly_batch):
     cfg, ds, _ = anomaly_batch
     cfg.MODEL.FUSION.MODE = "attention"

@@ -69,16 +69,85 @@ class VoxelAnomalyHead(nn.Module):
         self.semantic_channels = semantic_channels if semantic_channels and semantic_channels < in_channels else None
         self.semantic_logits = (_mlp(self.semantic_channels or in_channels, self.num_semantic) if self.num_semantic
                                 else None)
+        # normality regime: running per-class statistics of the raw score over training's normal voxels, grouped by
+        # predicted class (standardized max logits, SML); kept in the state dict, so every checkpoint carries them
+        self.standardize = bool(model_cfg.get("NORMALITY_STANDARDIZE", False))
+        self.stats_momentum = float(model_cfg.get("NORMALITY_STATS_MOMENTUM", 0.05))
+        if not 0.0 < self.stats_momentum <= 1.0:
+            raise ValueError(f"MODEL.HEAD.NORMALITY_STATS_MOMENTUM must be in (0, 1], got {self.stats_momentum}")
+        if self.standardize and regime != "normality":
+            raise ValueError("MODEL.HEAD.NORMALITY_STANDARDIZE standardizes the normality regime's score: it needs "
+                             "MODEL.REGIME normality")
+        # virtual outlier synthesis (VOS): a queue of normal voxels' hidden features per semantic class
+        self.vos_weight = float(loss_cfg.get("VOS_WEIGHT", 0.0))
+        if self.vos_weight > 0:
+            if regime != "normality":
+                raise ValueError("MODEL.LOSS.VOS_WEIGHT synthesizes outliers for the normality regime: it needs "
+                                 "MODEL.REGIME normality")
+            if loss_cfg.OUTLIER_WEIGHT <= 0:
+                raise ValueError("MODEL.LOSS.VOS_WEIGHT adds virtual outliers to the energy margin loss: it needs "
+                                 "MODEL.LOSS.OUTLIER_WEIGHT > 0 (the normal voxels' margin)")
+            q, hidden = int(loss_cfg.VOS_QUEUE), self.semantic_logits[-1].in_features
+            if q < 2 or int(loss_cfg.VOS_SELECT) < 1 or int(loss_cfg.VOS_SAMPLES) < int(loss_cfg.VOS_SELECT):
+                raise ValueError("MODEL.LOSS.VOS_QUEUE must be >= 2 and 1 <= VOS_SELECT <= VOS_SAMPLES")
+            self.register_buffer("vos_queue", torch.zeros(self.num_semantic, q, hidden))
+            self.register_buffer("vos_fill", torch.zeros(self.num_semantic, dtype=torch.long))
+        if regime == "normality":
+            self.register_buffer("class_score_mean", torch.zeros(self.num_semantic))
+            self.register_buffer("class_score_var", torch.ones(self.num_semantic))
+            self.register_buffer("class_score_count", torch.zeros(self.num_semantic, dtype=torch.long))
 
-    def normality_score(self, logits: torch.Tensor) -> torch.Tensor:
-        """Higher = more anomalous, in (0, 1)."""
+    def raw_unknownness(self, logits: torch.Tensor) -> torch.Tensor:
+        """The score before any squashing, higher = more anomalous: -max logit, energy (-logsumexp) or the
+        normalized entropy."""
         if self.score_kind == "max_logit":
-            return torch.sigmoid(-logits.max(1).values)
+            return -logits.max(1).values
         if self.score_kind == "energy":
-            return torch.sigmoid(-torch.logsumexp(logits, 1))
+            return -torch.logsumexp(logits, 1)
         p = F.softmax(logits, 1)
         entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
         return entropy / torch.log(torch.tensor(float(logits.shape[1]), device=logits.device))
+
+    @torch.no_grad()
+    def update_class_stats(self, logits: torch.Tensor, labels: torch.Tensor, min_voxels: int = 8) -> None:
+        """One training step of the running statistics: mean and variance of the raw score of the normal voxels
+        (label 0; synthesized outliers and ignored voxels are left out) of each predicted class with at least
+        `min_voxels` of them in the batch; a class seen for the first time takes the batch's values."""
+        u = self.raw_unknownness(logits.float())
+        pred = logits.argmax(1)
+        normal = labels == 0
+        for c in range(self.num_semantic):
+            sel = u[normal & (pred == c)]
+            if len(sel) < min_voxels:
+                continue
+            m, v = sel.mean(), sel.var(unbiased=True)
+            if self.class_score_count[c] == 0:
+                self.class_score_mean[c], self.class_score_var[c] = m, v
+            else:
+                a = self.stats_momentum
+                self.class_score_mean[c] += a * (m - self.class_score_mean[c])
+                self.class_score_var[c] += a * (v - self.class_score_var[c])
+            self.class_score_count[c] += len(sel)
+
+    def standardized(self, logits: torch.Tensor) -> torch.Tensor:
+        """(raw score - mean of the predicted class) / its standard deviation; a class never predicted on a normal
+        training voxel takes the average statistics of the others."""
+        seen = self.class_score_count > 0
+        if not bool(seen.any()):
+            raise RuntimeError("MODEL.HEAD.NORMALITY_STANDARDIZE: the head has no class statistics (a checkpoint "
+                               "written before they existed, or an untrained model): train it, or set "
+                               "MODEL.HEAD.NORMALITY_STANDARDIZE false")
+        mean = torch.where(seen, self.class_score_mean, self.class_score_mean[seen].mean())
+        var = torch.where(seen, self.class_score_var, self.class_score_var[seen].mean())
+        c = logits.argmax(1)
+        return (self.raw_unknownness(logits) - mean[c]) / var[c].clamp(min=1e-6).sqrt()
+
+    def normality_score(self, logits: torch.Tensor) -> torch.Tensor:
+        """Higher = more anomalous, in (0, 1)."""
+        if self.standardize:
+            return torch.sigmoid(self.standardized(logits))
+        u = self.raw_unknownness(logits)
+        return u if self.score_kind == "entropy" else torch.sigmoid(u)
 
     def forward(self, batch_dict: dict) -> dict:
         feats = batch_dict["voxel_features"]
@@ -103,9 +172,17 @@ class VoxelAnomalyHead(nn.Module):
                     w = w * near.clamp(0.0, 1.0)
                 batch_dict["voxel_scores"] = (1.0 - w) * batch_dict["voxel_scores"] + w * torch.sigmoid(stream.float())
         if self.semantic_logits is not None:
-            sem = self.semantic_logits(feats if self.semantic_channels is None else feats[:, :self.semantic_channels])
+            sem_in = feats if self.semantic_channels is None else feats[:, :self.semantic_channels]
+            if self.vos_weight > 0 and self.training:     # the hidden features, for the VOS queue
+                hidden = self.semantic_logits[:-1](sem_in)
+                batch_dict["voxel_semantic_hidden"] = hidden
+                sem = self.semantic_logits[-1](hidden)
+            else:
+                sem = self.semantic_logits(sem_in)
             batch_dict["voxel_semantic_logits"] = sem
             if self.regime == "normality":
+                if self.training and "voxel_labels" in batch_dict:
+                    self.update_class_stats(sem, batch_dict["voxel_labels"])
                 batch_dict["voxel_scores"] = self.normality_score(sem.float())
         p2v = batch_dict["point2voxel"]
         point_scores = torch.zeros(len(p2v), dtype=torch.float32, device=feats.device)
@@ -154,6 +231,44 @@ class VoxelAnomalyHead(nn.Module):
             total = total + lov
         return total
 
+    @torch.no_grad()
+    def enqueue_features(self, hidden: torch.Tensor, classes: torch.Tensor, per_step: int = 64) -> None:
+        """Push up to `per_step` random features of each class (ground-truth semantic class of normal voxels) into
+        its ring buffer."""
+        q = self.vos_queue.shape[1]
+        for c in range(self.num_semantic):
+            f = hidden[classes == c]
+            if not len(f):
+                continue
+            f = f[torch.randperm(len(f), device=f.device)[:per_step]].float()
+            start = int(self.vos_fill[c]) % q
+            idx = (torch.arange(len(f), device=f.device) + start) % q
+            self.vos_queue[c, idx] = f
+            self.vos_fill[c] += len(f)
+
+    def virtual_outliers(self, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Samples of class-conditional Gaussians with a shared covariance fitted to the full queues, keeping the
+        VOS_SELECT least likely of VOS_SAMPLES per class; None until every class seen has a full queue (a class
+        never seen is left out)."""
+        q = self.vos_queue.shape[1]
+        full = self.vos_fill >= q
+        seen = self.vos_fill > 0
+        if not bool(full.any()) or bool((seen & ~full).any()):
+            return None
+        feats = self.vos_queue[full].double()                        # (C, Q, D)
+        mu = feats.mean(1)
+        centred = (feats - mu[:, None]).reshape(-1, feats.shape[-1])
+        cov = centred.T @ centred / len(centred) + 1e-4 * torch.eye(feats.shape[-1], dtype=feats.dtype,
+                                                                     device=feats.device)
+        chol = torch.linalg.cholesky(cov)
+        n, k = int(self.loss_cfg.VOS_SAMPLES), int(self.loss_cfg.VOS_SELECT)
+        z = torch.randn(len(mu), n, feats.shape[-1], dtype=feats.dtype, device=feats.device, generator=generator)
+        samples = mu[:, None] + z @ chol.T
+        # the log-density under its own class differs from -|z|^2 / 2 only by a constant: the least likely are the
+        # samples with the largest |z|
+        far = z.pow(2).sum(-1).topk(k, dim=1).indices
+        return samples.gather(1, far[..., None].expand(-1, -1, feats.shape[-1])).reshape(-1, feats.shape[-1])
+
     def get_loss(self, batch_dict: dict):
         cfg = self.loss_cfg
         tb = {}
@@ -180,11 +295,26 @@ class VoxelAnomalyHead(nn.Module):
             e_in, e_out = energy[labels == 0], energy[labels == 1]
             loss = energy.sum() * 0.0
             if len(e_in):
-                loss = loss + F.relu(e_in - cfg.ENERGY_M_IN).pow(2).mean()
+                hinge = F.relu(e_in - cfg.ENERGY_M_IN).pow(2)
+                if cfg.NEGATIVE_CLASS_POWER > 0:     # the normal voxels balanced over their semantic classes
+                    groups = batch_dict["voxel_semantic"][labels == 0]
+                    hinge = hinge * negative_class_weights(torch.zeros_like(groups), groups, cfg.NEGATIVE_CLASS_POWER)
+                loss = loss + hinge.mean()
             if len(e_out):
                 loss = loss + F.relu(cfg.ENERGY_M_OUT - e_out).pow(2).mean()
             loss = loss * cfg.OUTLIER_WEIGHT
             tb["loss_outlier"] = float(loss.detach())
+            if self.vos_weight > 0 and "voxel_semantic_hidden" in batch_dict:
+                normal = (labels == 0) & (batch_dict["voxel_semantic"] != self.ignore_index)
+                self.enqueue_features(batch_dict["voxel_semantic_hidden"][normal].detach(),
+                                      batch_dict["voxel_semantic"][normal])
+                virtual = self.virtual_outliers()
+                if virtual is not None:       # through the classifier's last layer only
+                    last = self.semantic_logits[-1]
+                    e_v = -torch.logsumexp(last(virtual.to(last.weight.dtype)).float(), 1)
+                    vos = F.relu(cfg.ENERGY_M_OUT - e_v).pow(2).mean() * self.vos_weight
+                    tb["loss_vos"] = float(vos.detach())
+                    loss = loss + vos
             tb["outlier_fraction"] = float((labels == 1).float().mean()) if len(labels) else 0.0
             total = total + loss
         tb["loss"] = float(total.detach())
