@@ -243,3 +243,46 @@ def test_score_mix_grid_blends_head_and_stream_by_distance(tmp_path):
     np.save(tmp_path / "s" / "Scenario_a" / "VOXEL_PRED_1.npy", stream)
     with pytest.raises(ValueError, match="same voxels"):
         blend_folder(tmp_path / "h", tmp_path / "s", tmp_path / "o2", 0.5, 10.0, 30.0)
+
+
+def test_normality_class_scores_reads_a_run_per_predicted_class(synth_root, tmp_path, capsys):
+    """benchmarks/normality_class_scores.py: the raw score of every non-ignored voxel the model predicts, with its
+    predicted class and label, as the head computes it; and the table and box plot of a run folder."""
+    sys.path.insert(0, str(ROOT_DIR / "benchmarks"))
+    import torch
+    from normality_class_scores import class_scores, main
+    from pcdet_anomaly.config import save_config
+    from pcdet_anomaly.datasets import batch_to_device, build_dataloader
+    from pcdet_anomaly.engine.checkpoint import save_checkpoint
+    from pcdet_anomaly.models import build_network
+    root, _ = synth_root
+    cfg = load_config(ROOT_DIR / "cfgs/anovox/normality_real_cpu.yaml")
+    cfg.DATA_CONFIG.DATA_PATH, cfg.DATA_CONFIG.MAX_POINTS = str(root), 3000
+    cfg.DATA_CONFIG.VOXELIZE.GRID_SIZE, cfg.DATA_CONFIG.IMAGE.SIZE = [60, 60, 8], [64, 96]
+    cfg.MODEL.BACKBONE_3D.INIT_SIZE, cfg.MODEL.FUSION.EMBED_DIM, cfg.MODEL.FUSION.FFN_DIM = 4, 16, 32
+    cfg.DATA_CONFIG.SPLIT.TRAIN_NORMALITY_ONLY = False      # a train split with anomalies in this tiny set
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, cfg.DATA_CONFIG).eval()
+    u, p, lab = class_scores(model, cfg, "test")
+    _, loader, _ = build_dataloader(cfg.DATA_CONFIG, "test", cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU, False, 0, False,
+                                    cfg.TRAIN.SEED, None)
+    expect_u, expect_l = [], []
+    with torch.no_grad():
+        for batch in loader:
+            out = model(batch_to_device(batch, "cpu"))
+            keep = out["voxel_labels"] != 255
+            expect_u.append(-torch.logsumexp(out["voxel_semantic_logits"].float(), 1)[keep])
+            expect_l.append(out["voxel_labels"][keep])
+    np.testing.assert_allclose(u, torch.cat(expect_u).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(lab, torch.cat(expect_l).numpy())
+    assert (lab == 1).any() and set(np.unique(lab)) <= {0, 1} and len(p) == len(u)
+    run = tmp_path / "run"
+    (run / "ckpt").mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    model.head.class_score_count[:] = 1
+    save_checkpoint(run / "ckpt" / "latest.pth", model)
+    main(["--run", str(run), "--split", "test"])
+    printed = capsys.readouterr().out
+    assert printed.count("\n| ") >= cfg.MODEL.HEAD.NUM_SEMANTIC_CLASSES + 1
+    assert f"test: {int((lab == 1).sum())} anomalous voxels" in printed
+    assert (run / "class_scores_test.png").stat().st_size > 10_000
