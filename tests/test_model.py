@@ -199,6 +199,13 @@ def test_normality_standardize_uses_running_class_statistics_of_normal_voxels():
     cfg.MODEL.HEAD.NORMALITY_STANDARDIZE = True
     with pytest.raises(ValueError, match="needs MODEL.REGIME normality"):
         VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "supervised", 8)
+    # a checkpoint written before the statistics existed still loads strictly; it has none, and says so
+    old = {k: v for k, v in head.state_dict().items() if not k.startswith("class_score")}
+    legacy = VoxelAnomalyHead(cfg.MODEL.HEAD, cfg.MODEL.LOSS, "normality", 8)
+    legacy.load_state_dict(old, strict=True)
+    assert int(legacy.class_score_count.sum()) == 0
+    with pytest.raises(RuntimeError, match="no class statistics"):
+        legacy.normality_score(pair)
     # the statistics travel in the state dict (every checkpoint carries them)
     assert {"class_score_mean", "class_score_var", "class_score_count"} <= {k.split(".")[-1] for k in
                                                                             head.state_dict()}

@@ -97,6 +97,16 @@ class VoxelAnomalyHead(nn.Module):
             self.register_buffer("class_score_var", torch.ones(self.num_semantic))
             self.register_buffer("class_score_count", torch.zeros(self.num_semantic, dtype=torch.long))
 
+    # statistics, not weights: a checkpoint written before they existed loads without them (they keep their initial
+    # values; NORMALITY_STANDARDIZE then says that the statistics are missing)
+    _OPTIONAL_BUFFERS = ("class_score_mean", "class_score_var", "class_score_count", "vos_queue", "vos_fill")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._OPTIONAL_BUFFERS:
+            if name in self._buffers and prefix + name not in state_dict:
+                state_dict[prefix + name] = self._buffers[name].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def raw_unknownness(self, logits: torch.Tensor) -> torch.Tensor:
         """The score before any squashing, higher = more anomalous: -max logit, energy (-logsumexp) or the
         normalized entropy."""
@@ -297,6 +307,9 @@ class VoxelAnomalyHead(nn.Module):
             if len(e_in):
                 hinge = F.relu(e_in - cfg.ENERGY_M_IN).pow(2)
                 if cfg.NEGATIVE_CLASS_POWER > 0:     # the normal voxels balanced over their semantic classes
+                    if "voxel_semantic" not in batch_dict:
+                        raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the normal voxels over their "
+                                         "semantic classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES")
                     groups = batch_dict["voxel_semantic"][labels == 0]
                     hinge = hinge * negative_class_weights(torch.zeros_like(groups), groups, cfg.NEGATIVE_CLASS_POWER)
                 loss = loss + hinge.mean()
