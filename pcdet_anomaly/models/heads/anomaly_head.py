@@ -306,7 +306,7 @@ class VoxelAnomalyHead(nn.Module):
             loss = energy.sum() * 0.0
             if len(e_in):
                 hinge = F.relu(e_in - cfg.ENERGY_M_IN).pow(2)
-                if cfg.NEGATIVE_CLASS_POWER > 0:     # the normal voxels balanced over their semantic classes
+                if cfg.get("NEGATIVE_CLASS_POWER", 0.0) > 0:   # normal voxels balanced over their classes
                     if "voxel_semantic" not in batch_dict:
                         raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the normal voxels over their "
                                          "semantic classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES")
