@@ -69,10 +69,12 @@ def main(argv=None):
     print("| class (label ids) | running mean ± sd | train normal: n, mean ± sd | "
           f"{args.split} normal: n, mean ± sd | {args.split} anomalous: n, mean ± sd |")
     print("|---|---|---|---|---|")
-
+    # (scores, predicted classes, labels, label wanted, legend, colour): the table's columns and the plot's boxes
+    groups = [(u_tr, p_tr, l_tr, 0, "train normal", "tab:blue"), (u, p, lab, 0, f"{args.split} normal", "tab:green"),
+              (u, p, lab, 1, f"{args.split} anomalous", "tab:red")]
     for c in range(k):
         cells = []
-        for uu, pp, ll, want in ((u_tr, p_tr, l_tr, 0), (u, p, lab, 0), (u, p, lab, 1)):
+        for uu, pp, ll, want, _, _ in groups:
             s = uu[(pp == c) & (ll == want)]
             cells.append(f"{len(s)}, {s.mean():.2f} ± {s.std():.2f}" if len(s) > 1 else f"{len(s)}, -")
         mean, sd = float(head.class_score_mean[c]), float(head.class_score_var[c].clamp(min=0).sqrt())
@@ -86,8 +88,6 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * k), 4.5))
-    groups = [(u_tr, p_tr, l_tr, 0, "train normal", "tab:blue"), (u, p, lab, 0, f"{args.split} normal", "tab:green"),
-              (u, p, lab, 1, f"{args.split} anomalous", "tab:red")]
     for i, (uu, pp, ll, want, label, color) in enumerate(groups):
         data = [uu[(pp == c) & (ll == want)] for c in range(k)]
         pos = np.arange(k) + (i - 1) * 0.27
