@@ -12,6 +12,11 @@ from .losses import (balanced_pos_weight, binary_focal_loss, hard_negative_mask,
 __all__ = ["VoxelAnomalyHead"]
 
 
+def energy_of(logits: torch.Tensor) -> torch.Tensor:
+    """Free energy -logsumexp over the classes (higher = less like any known class)."""
+    return -torch.logsumexp(logits, 1)
+
+
 def _mlp(c_in, c_out, hidden=64):
     return nn.Sequential(nn.Linear(c_in, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, c_out))
@@ -113,7 +118,7 @@ class VoxelAnomalyHead(nn.Module):
         if self.score_kind == "max_logit":
             return -logits.max(1).values
         if self.score_kind == "energy":
-            return -torch.logsumexp(logits, 1)
+            return energy_of(logits)
         p = F.softmax(logits, 1)
         entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
         return entropy / torch.log(torch.tensor(float(logits.shape[1]), device=logits.device))
@@ -301,7 +306,7 @@ class VoxelAnomalyHead(nn.Module):
                 and self.semantic_logits is not None):
             # energy margin loss (outlier synthesis): normal voxels low energy, synthesized outliers high
             labels = batch_dict["voxel_labels"]
-            energy = -torch.logsumexp(batch_dict["voxel_semantic_logits"].float(), 1)
+            energy = energy_of(batch_dict["voxel_semantic_logits"].float())
             e_in, e_out = energy[labels == 0], energy[labels == 1]
             loss = energy.sum() * 0.0
             if len(e_in):
@@ -324,7 +329,7 @@ class VoxelAnomalyHead(nn.Module):
                 virtual = self.virtual_outliers()
                 if virtual is not None:       # through the classifier's last layer only
                     last = self.semantic_logits[-1]
-                    e_v = -torch.logsumexp(last(virtual.to(last.weight.dtype)).float(), 1)
+                    e_v = energy_of(last(virtual.to(last.weight.dtype)).float())
                     vos = F.relu(cfg.ENERGY_M_OUT - e_v).pow(2).mean() * self.vos_weight
                     tb["loss_vos"] = float(vos.detach())
                     loss = loss + vos
