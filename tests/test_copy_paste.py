@@ -9,7 +9,7 @@ from easydict import EasyDict
 
 from pcdet_anomaly.config import load_config
 from pcdet_anomaly.datasets import build_dataset
-from pcdet_anomaly.datasets.copy_paste import ROAD_IDS, _angles, paste_instances
+from pcdet_anomaly.datasets.copy_paste import ROAD_IDS, _angles, paste_instances, recoloured
 from pcdet_anomaly.models.heads.anomaly_head import VoxelAnomalyHead
 from pcdet_anomaly.utils.common_utils import ROOT_DIR
 
@@ -98,6 +98,50 @@ def test_real_mode_relabels_and_thins_shrunk_instances(synth_root):
     assert pasted > 0 and (l2[is_pasted] == 29).all() and pasted <= 0.25 * max(sizes) + 5          # thinned by scale^2 (<= 0.25)
     with pytest.raises(ValueError, match="LABEL_IDS must be normal classes"):
         _dataset(root, [s["name"] for s in summaries], "real", (29,), (0.4, 0.5))
+
+
+def test_recoloured_changes_the_appearance_but_keeps_the_shading():
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 256, (500, 3)).astype(np.uint8)
+    px[1] = px[0]
+    changed = 0
+    for seed in range(20):
+        out = recoloured(px, np.random.default_rng(seed))
+        assert out.shape == px.shape and out.dtype == np.uint8
+        assert (out[0] == out[1]).all()                       # a function of the pixel: same colour in, same out
+        # per output channel, monotone in one input channel (increasing, or decreasing when inverted)
+        for c in range(3):
+            corr = [abs(np.corrcoef(out[:, c].astype(float), px[:, k].astype(float))[0, 1]) for k in range(3)]
+            assert max(corr) > 0.9
+        changed += np.abs(out.astype(int) - px.astype(int)).mean() > 20
+    assert changed >= 15                                       # the class's colours do not survive
+
+
+def test_stretched_and_recoloured_outliers(synth_root):
+    """STRETCH_RANGE gives each axis its own factor (a shape no known class has); RECOLOR_PROB 1 recolours the
+    patch and rescales the pasted points' intensity by one gain per instance."""
+    root, summaries = synth_root
+    ds, cfg = _dataset(root, [s["name"] for s in summaries], "real", (14,), (1.0, 1.0))
+    cp = cfg.COPY_PASTE
+    cp.MAX_INSTANCES, cp.IN_VIEW_PROB, cp.STRETCH_RANGE, cp.RECOLOR_PROB = 1, 1.0, [0.5, 2.0], 1.0
+    db_z = np.concatenate([i.points[:, 2] for i in ds.copy_paste_db.instances])
+    db_int = np.concatenate([i.points[:, 3] for i in ds.copy_paste_db.instances])
+    r, pts, ids, rgb, (p2, l2, rgb2, n, is_pasted) = _paste_until(ds, cfg, new_label=29)
+    tail = p2[is_pasted]
+    assert (l2[is_pasted] == 29).all()
+    assert not np.isin(tail[:, 2], db_z).all()               # heights scaled about the base: not a database height
+    assert not np.isin(tail[:, 3], db_int).all()             # intensities rescaled: not a database intensity
+    # the image changed where the patch was drawn, and its pixels are not the instance's own colours
+    drawn = (rgb2 != rgb).any(-1)
+    assert drawn.sum() > 0
+    palette = {tuple(c) for i in ds.copy_paste_db.instances for c in i.pix_rgb}
+    new_px = {tuple(c) for c in rgb2[drawn]}
+    assert len(new_px - palette) > 0.5 * len(new_px)
+    cp.STRETCH_RANGE, cp.RECOLOR_PROB = [], 0.0               # off: the instance's own colours and intensities
+    r, pts, ids, rgb, (p2, l2, rgb2, n, is_pasted) = _paste_until(ds, cfg, new_label=29)
+    assert np.isin(p2[is_pasted][:, 2], db_z).all() and np.isin(p2[is_pasted][:, 3], db_int).all()
+    drawn = (rgb2 != rgb).any(-1)
+    assert {tuple(c) for c in rgb2[drawn]} <= palette
 
 
 def test_energy_margin_loss_separates_outliers():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Instance", "InstanceDatabase", "paste_instances", "free_ground"]
+__all__ = ["Instance", "InstanceDatabase", "paste_instances", "free_ground", "recoloured"]
 
 ROAD_IDS = (1, 24)          # road, road line (AnoVox / CARLA ids): drivable ground
 
@@ -170,6 +170,9 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
             centre = ip.mean(0)
             base_z = ip[:, 2].min()
             scale = float(rng.uniform(*cfg.SCALE_RANGE)) if cfg.SCALE_RANGE else 1.0
+            stretch = cfg.get("STRETCH_RANGE", [])
+            if stretch:                 # each axis its own factor on top: a shape no known class has
+                scale = scale * rng.uniform(float(stretch[0]), float(stretch[1]), 3)
             az0 = np.arctan2(centre[1], centre[0])
             if hfov is not None and len(inst.pix_uv) and rng.random() < cfg.IN_VIEW_PROB:
                 target_az = rng.uniform(-0.45 * hfov, 0.45 * hfov)
@@ -178,7 +181,7 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
             R = _rot_z(target_az - az0)
             new = ip @ R.T
             new_c = centre @ R.T
-            if scale != 1.0:            # about the base point under the centre
+            if np.any(scale != 1.0):    # about the base point under the centre
                 pivot = np.array([new_c[0], new_c[1], base_z])
                 new = pivot + (new - pivot) * scale
             shift, r_ratio = np.zeros(3), 1.0
@@ -211,7 +214,9 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
             continue
         # thin the instance like the frame (MAX_POINTS), and by scale^2 when it shrinks (a smaller object at the same
         # range meets proportionally fewer beams), never to nothing
-        fraction = keep_fraction * min(1.0, scale * scale)
+        # (stretched: the area it shows the sensor, horizontal extent times height)
+        area = scale * scale if np.ndim(scale) == 0 else float(np.sqrt(scale[0] * scale[1]) * scale[2])
+        fraction = keep_fraction * min(1.0, area)
         k = np.ones(len(new), bool)
         if r_ratio < 1.0:           # moved farther: the beams it meets there (whole rings, fewer points per ring)
             k &= _ring_thinning(inst.points[:, :3].astype(np.float64), r_ratio, rng)
@@ -243,7 +248,11 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
         keep_obj = ~hidden
         if keep_obj.sum() < 3:
             continue
-        obj = np.concatenate([new[keep_obj], inst_pts[keep_obj, 3:4]], 1).astype(points.dtype)
+        recolour = cfg.get("RECOLOR_PROB", 0.0) > 0 and rng.random() < cfg.RECOLOR_PROB
+        intensity = inst_pts[keep_obj, 3:4]
+        if recolour:                    # an appearance its class does not have, in both modalities
+            intensity = intensity * rng.uniform(0.3, 3.0)
+        obj = np.concatenate([new[keep_obj], intensity], 1).astype(points.dtype)
         obj_lab = inst_lab[keep_obj] if new_label is None else np.full(int(keep_obj.sum()), new_label, np.int64)
         points = np.concatenate([points[~behind], obj])
         label_ids = np.concatenate([label_ids[~behind], obj_lab])
@@ -254,8 +263,9 @@ def paste_instances(rng: np.random.Generator, db: InstanceDatabase, points: np.n
         # camera: lift the patch to 3D, move it with the instance, re-project with a depth test
         if rgb is not None and len(inst.pix_uv):
             label = new_label if new_label is not None else int(np.bincount(inst.label_ids).argmax())
+            colours = recoloured(inst.pix_rgb, rng) if recolour else inst.pix_rgb
             rgb = _paste_patch(rgb, depth, calib, inst, R, scale, base_z - shift[2], new_c - shift, sem_img, label,
-                               shift)
+                               shift, colours)
     return points, label_ids, rgb, pasted, is_pasted
 
 
@@ -275,7 +285,18 @@ def _ring_thinning(xyz: np.ndarray, r_ratio: float, rng: np.random.Generator, ga
     return np.isin(ring, kept) & (rng.random(len(el)) < r_ratio)
 
 
-def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None, label=0, shift=None):
+def recoloured(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random colour transform of uint8 pixels [m, 3]: channels permuted, each scaled by its own gain in
+    [0.4, 1.6], and the result inverted with probability 0.5. Shading survives (the transform is per channel and
+    monotone); the hue and brightness of the class do not."""
+    out = rgb[:, rng.permutation(3)].astype(np.float32) * rng.uniform(0.4, 1.6, 3).astype(np.float32)
+    out = np.clip(out, 0, 255)
+    if rng.random() < 0.5:
+        out = 255.0 - out
+    return out.astype(np.uint8)
+
+
+def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None, label=0, shift=None, colours=None):
     K, T = calib.intrinsics, calib.lidar_to_cam
     u, v = inst.pix_uv[:, 0].astype(np.float64), inst.pix_uv[:, 1].astype(np.float64)
     d = inst.pix_depth.astype(np.float64)
@@ -283,7 +304,7 @@ def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None,
     inv = np.linalg.inv(T)
     lidar = cam @ inv[:3, :3].T + inv[:3, 3]
     moved = lidar @ R.T
-    if scale != 1.0:
+    if np.any(scale != 1.0):          # a float, or one factor per axis (STRETCH_RANGE)
         pivot = np.array([new_c[0], new_c[1], base_z])
         moved = pivot + (moved - pivot) * scale
     if shift is not None:
@@ -292,10 +313,10 @@ def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None,
     z = cam2[:, 2]
     ok = z > 0.5
     H, W = rgb.shape[:2]
-    foot = int(np.ceil(scale)) + 1              # splat size: no holes from rounding, nor when the patch grows
+    foot = int(np.ceil(np.max(scale))) + 1      # splat size: no holes from rounding, nor when the patch grows
     uu = np.floor(K[0, 0] * cam2[ok, 0] / z[ok] + K[0, 2]).astype(np.int64)
     vv = np.floor(K[1, 1] * cam2[ok, 1] / z[ok] + K[1, 2]).astype(np.int64)
-    colours, zs = inst.pix_rgb[ok], z[ok]
+    colours, zs = (inst.pix_rgb if colours is None else colours)[ok], z[ok]
     order = np.argsort(-zs)                     # far first: nearer patch pixels overwrite
     uu, vv, colours, zs = uu[order], vv[order], colours[order], zs[order]
     out = rgb.copy()
