@@ -206,6 +206,14 @@ class VoxelAnomalyHead(nn.Module):
         batch_dict["point_scores"] = point_scores
         return batch_dict
 
+    @staticmethod
+    def _class_groups(batch_dict: dict, mask: torch.Tensor) -> torch.Tensor:
+        """The semantic class of the voxels in `mask`, for MODEL.LOSS.NEGATIVE_CLASS_POWER's balance."""
+        if "voxel_semantic" not in batch_dict:
+            raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the normal voxels over their semantic "
+                             "classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES (the semantic head is not needed)")
+        return batch_dict["voxel_semantic"][mask]
+
     def anomaly_loss(self, voxel_logits: torch.Tensor, batch_dict: dict, tb: dict, prefix: str) -> torch.Tensor:
         """The supervised anomaly loss (focal / BCE, hard negatives, class balance, Lovasz: MODEL.LOSS) of one voxel
         logit; TensorBoard scalars go to `tb` under `prefix`."""
@@ -214,13 +222,7 @@ class VoxelAnomalyHead(nn.Module):
         keep = labels != self.ignore_index
         logits, targets = voxel_logits[keep].float(), labels[keep]
         tb[prefix + "pos_fraction"] = float(targets.float().mean()) if len(targets) else 0.0
-        groups = None
-        if cfg.NEGATIVE_CLASS_POWER > 0:
-            if "voxel_semantic" not in batch_dict:
-                raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the negatives over their semantic "
-                                 "classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES (the semantic head is not "
-                                 "needed)")
-            groups = batch_dict["voxel_semantic"][keep]
+        groups = self._class_groups(batch_dict, keep) if cfg.get("NEGATIVE_CLASS_POWER", 0.0) > 0 else None
         if cfg.HARD_NEGATIVE_FRACTION < 1:
             hard = hard_negative_mask(logits, targets, cfg.HARD_NEGATIVE_FRACTION, cfg.HARD_NEGATIVE_MIN)
             logits, targets = logits[hard], targets[hard]
@@ -312,10 +314,7 @@ class VoxelAnomalyHead(nn.Module):
             if len(e_in):
                 hinge = F.relu(e_in - cfg.ENERGY_M_IN).pow(2)
                 if cfg.get("NEGATIVE_CLASS_POWER", 0.0) > 0:   # normal voxels balanced over their classes
-                    if "voxel_semantic" not in batch_dict:
-                        raise ValueError("MODEL.LOSS.NEGATIVE_CLASS_POWER > 0 balances the normal voxels over their "
-                                         "semantic classes: set DATA_CONFIG.LABELS.SEMANTIC_CLASSES")
-                    groups = batch_dict["voxel_semantic"][labels == 0]
+                    groups = self._class_groups(batch_dict, labels == 0)
                     hinge = hinge * negative_class_weights(torch.zeros_like(groups), groups, cfg.NEGATIVE_CLASS_POWER)
                 loss = loss + hinge.mean()
             if len(e_out):
