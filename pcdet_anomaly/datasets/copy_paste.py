@@ -296,7 +296,8 @@ def recoloured(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None, label=0, shift=None, colours=None):
+def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img, label, shift, colours):
+    """Draw `colours` (one per patch pixel of `inst`: its own, or recoloured) where the moved patch lands."""
     K, T = calib.intrinsics, calib.lidar_to_cam
     u, v = inst.pix_uv[:, 0].astype(np.float64), inst.pix_uv[:, 1].astype(np.float64)
     d = inst.pix_depth.astype(np.float64)
@@ -316,7 +317,7 @@ def _paste_patch(rgb, depth, calib, inst, R, scale, base_z, new_c, sem_img=None,
     foot = int(np.ceil(np.max(scale))) + 1      # splat size: no holes from rounding, nor when the patch grows
     uu = np.floor(K[0, 0] * cam2[ok, 0] / z[ok] + K[0, 2]).astype(np.int64)
     vv = np.floor(K[1, 1] * cam2[ok, 1] / z[ok] + K[1, 2]).astype(np.int64)
-    colours, zs = (inst.pix_rgb if colours is None else colours)[ok], z[ok]
+    colours, zs = colours[ok], z[ok]
     order = np.argsort(-zs)                     # far first: nearer patch pixels overwrite
     uu, vv, colours, zs = uu[order], vv[order], colours[order], zs[order]
     out = rgb.copy()
