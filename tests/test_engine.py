@@ -64,6 +64,13 @@ def test_two_epoch_run_writes_every_artefact_and_tools_read_them(synth_root, tmp
     all_out = test_tool.main(["--cfg", str(cfg_file), "--output_dir", str(run), "--eval_all", "--no_progress",
                               "--workers", "0"])
     assert set(all_out) == {"checkpoint_epoch_1.pth", "checkpoint_epoch_2.pth"}
+    # --tta: the same checkpoint scored under two views (identity and the y mirror), recorded in the report
+    tta = test_tool.main(["--cfg", str(cfg_file), "--output_dir", str(tmp_path / "tta"), "--ckpt",
+                          str(run / "ckpt" / "best.pth"), "--tta", "--no_progress", "--workers", "0"])["best.pth"]
+    saved = json.loads((tmp_path / "tta" / "eval" / "best" / "test" / "metrics.json").read_text())
+    assert saved["test_augmentation"]["views"] == 2 == tta["test_augmentation"]["views"]
+    assert tta["pooled"]["all"]["num_pos"] == out["best.pth"]["pooled"]["all"]["num_pos"]
+    assert tta["score_stats"]["voxel_score_mean"] != out["best.pth"]["score_stats"]["voxel_score_mean"]
     text = monitor.summarise(run)
     assert "status: finished  epoch 2/2" in text and "validation:" in text and "learning guard" in text
 

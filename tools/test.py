@@ -5,6 +5,8 @@ AnoVox configs; for SemanticKITTI-layout configs (STU, cfgs/stu/) STU's format, 
 
     python tools/test.py --cfg cfgs/anovox/cylinder_fusion_cpu.yaml --ckpt output/.../ckpt/best.pth
     python tools/test.py --cfg ... --eval_all            (every checkpoint_epoch_*.pth of the run folder)
+    python tools/test.py --cfg ... --tta                 (test-time augmentation: DATA_CONFIG.TEST_AUGMENTATION's
+                                                          views, mirrored in y by default, scores averaged)
 
 Predictions: <run>/eval/<ckpt name>/<split>/predictions/<Scenario>/VOXEL_PRED_<frame>.npy, float64 (M, 4)
 [ix, iy, iz, score] on the 0.5 m AnoVox evaluation grid; `tools/eval_voxels.py` reads them.
@@ -39,6 +41,14 @@ def evaluate_checkpoint(cfg, ckpt: Path, split: str, out_root: Path, device, wor
     summary["bad_frames"] = [b["bad_frame"] for b in stats.pop("bad_frames", [])]
     summary["score_stats"] = stats
     summary["checkpoint"] = str(ckpt)
+    tta = cfg.DATA_CONFIG.TEST_AUGMENTATION
+    if tta.ENABLED:
+        from pcdet_anomaly.models.tta import views_from_cfg
+        summary["test_augmentation"] = {"views": len(views_from_cfg(tta)), "flip_y": list(tta.FLIP_Y),
+                                        "rotations": list(tta.ROTATIONS), "scales": list(tta.SCALES),
+                                        "reduce": tta.REDUCE}
+        logger.info("test-time augmentation: %d views (%s)", summary["test_augmentation"]["views"],
+                    summary["test_augmentation"])
     print(format_table(summary))
     write_reports(summary, out, "metrics")
     plot_curves(evaluator.curves("all"), out / "curves_all.png", f"{ckpt.stem} on {split}")
@@ -50,8 +60,13 @@ def main(argv=None):
     parser = common_parser(__doc__)
     parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     parser.add_argument("--eval_all", action="store_true", help="evaluate every checkpoint_epoch_*.pth")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation (DATA_CONFIG.TEST_AUGMENTATION.ENABLED true): the scores of "
+                             "its views averaged per point")
     args = parser.parse_args(argv)
     cfg = load_cfg_from_args(args)
+    if args.tta:
+        cfg.DATA_CONFIG.TEST_AUGMENTATION.ENABLED = True
     _, _, _, device = init_distributed("none")
     run_dir = run_dir_for(cfg, args)
     logger = create_logger(run_dir / "log_test.txt")

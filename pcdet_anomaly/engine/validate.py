@@ -27,6 +27,10 @@ def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | Non
     with coverage (see VoxelEvaluator). SemanticKITTI / STU ('point'): every point of every scan, STU protocol (see
     PointEvaluator); with `pred_dir` also the object level."""
     model.eval()
+    tta = data_cfg.get("TEST_AUGMENTATION", None)
+    if tta is not None and tta.ENABLED:
+        from ..models.tta import TestTimeAugmentation, views_from_cfg
+        model = TestTimeAugmentation(model, views_from_cfg(tta), data_cfg.VOXELIZE, tta.REDUCE)
     if getattr(dataset, "training", False):
         raise RuntimeError("evaluation needs a dataset built with training=False (no subsampling, no augmentation)")
     eg = data_cfg.EVAL_GRID
