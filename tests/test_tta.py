@@ -9,7 +9,7 @@ import cuda_ops
 from pcdet_anomaly.models import build_network
 from pcdet_anomaly.models.tta import TestTimeAugmentation, views_from_cfg
 
-from test_model import anomaly_batch, tiny_cfg  # noqa: F401  (the fixture and its config)
+from test_model import anomaly_batch  # noqa: F401  (the fixture)
 
 
 def _tta_cfg(**kw):
