@@ -258,3 +258,20 @@ def test_ema_run_validates_and_tests_the_average_and_resumes_it_bitwise(synth_ro
     out = test_tool.main(["--cfg", str(cfg_file), "--output_dir", str(tmp_path / "a"), "--split", "val", "--ckpt",
                           str(tmp_path / "a" / "ckpt" / "latest.pth"), "--no_progress", "--workers", "0"])
     assert abs(out["latest.pth"]["pooled"]["all"]["ap"] - full.val_history[-1]["ap"]) < 1e-9
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_test_augmentation_reaches_the_validation_only_when_asked(synth_root, tmp_path, monkeypatch, validation):
+    from pcdet_anomaly.models import tta
+    calls = []
+    original = tta.TestTimeAugmentation.__call__
+
+    def counting(self, batch):
+        calls.append(len(self.views))
+        return original(self, batch)
+    monkeypatch.setattr(tta.TestTimeAugmentation, "__call__", counting)
+    cfg = tiny_cfg(synth_root, epochs=1)
+    cfg.DATA_CONFIG.TEST_AUGMENTATION.ENABLED = True
+    cfg.DATA_CONFIG.TEST_AUGMENTATION.VALIDATION = validation
+    assert make_trainer(cfg, tmp_path).train()["status"] == "finished"
+    assert bool(calls) == validation and all(c == 2 for c in calls)

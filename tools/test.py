@@ -36,7 +36,8 @@ def evaluate_checkpoint(cfg, ckpt: Path, split: str, out_root: Path, device, wor
     out = out_root / ckpt.stem / split
     write_manifest(out / "predictions", dataset.scenarios, split)
     evaluator, _, stats = run_inference(model, loader, dataset, cfg.DATA_CONFIG, device, out / "predictions",
-                                        progress=progress, desc=f"test {ckpt.stem}")
+                                        progress=progress, desc=f"test {ckpt.stem}",
+                                        tta=bool(cfg.DATA_CONFIG.TEST_AUGMENTATION.ENABLED))
     summary = evaluator.summary()
     summary["bad_frames"] = [b["bad_frame"] for b in stats.pop("bad_frames", [])]
     summary["score_stats"] = stats

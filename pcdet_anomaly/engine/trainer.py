@@ -355,7 +355,9 @@ class Trainer:
             max_frames = math.ceil(max_frames / self.world_size)
         evaluator, vis, score_stats = run_inference(self.eval_model(), self.val_loader, self.val_set,
                                                     cfg.DATA_CONFIG, self.device, max_frames=max_frames,
-                                                    progress=self.progress, desc=f"val {self.epoch}")
+                                                    progress=self.progress, desc=f"val {self.epoch}",
+                                                    tta=bool(cfg.DATA_CONFIG.TEST_AUGMENTATION.ENABLED
+                                                             and cfg.DATA_CONFIG.TEST_AUGMENTATION.VALIDATION))
         if self.distributed:
             gathered = [None] * self.world_size
             torch.distributed.all_gather_object(gathered, (evaluator.state(), score_stats))

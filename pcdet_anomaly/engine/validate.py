@@ -19,18 +19,19 @@ __all__ = ["run_inference", "merge_score_stats"]
 
 @torch.no_grad()
 def run_inference(model, loader, dataset, data_cfg, device, pred_dir: Path | None = None, max_frames: int = -1,
-                  score_rule: str = "nearest", progress: bool = True, desc: str = "eval"):
+                  score_rule: str = "nearest", progress: bool = True, desc: str = "eval", tta: bool = False):
     """-> (VoxelEvaluator or PointEvaluator, vis_sample dict or None, score statistics dict).
 
     Every point of every frame is scored (the dataset applies MAX_POINTS in training only). AnoVox (the dataset's
     eval_protocol 'voxel'): every ground-truth voxel within EVAL_GRID.MAX_RANGE is evaluated under both policies,
     with coverage (see VoxelEvaluator). SemanticKITTI / STU ('point'): every point of every scan, STU protocol (see
-    PointEvaluator); with `pred_dir` also the object level."""
+    PointEvaluator); with `pred_dir` also the object level. `tta`: score with DATA_CONFIG.TEST_AUGMENTATION's views
+    (models/tta.py)."""
     model.eval()
-    tta = data_cfg.get("TEST_AUGMENTATION", None)
-    if tta is not None and tta.ENABLED:
+    if tta:
         from ..models.tta import TestTimeAugmentation, views_from_cfg
-        model = TestTimeAugmentation(model, views_from_cfg(tta), data_cfg.VOXELIZE, tta.REDUCE)
+        t = data_cfg.TEST_AUGMENTATION
+        model = TestTimeAugmentation(model, views_from_cfg(t), data_cfg.VOXELIZE, t.REDUCE)
     if getattr(dataset, "training", False):
         raise RuntimeError("evaluation needs a dataset built with training=False (no subsampling, no augmentation)")
     eg = data_cfg.EVAL_GRID
