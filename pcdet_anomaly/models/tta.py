@@ -3,11 +3,12 @@
 Each view is a 4x4 matrix (original LiDAR frame -> view frame) from DATA_CONFIG.TEST_AUGMENTATION: the product of
 FLIP_Y (no flip, mirror y -> -y), ROTATIONS (radians about z) and SCALES, the same family of transforms the
 training augmentation draws from (datasets/augmentation.py). For each view the batch's points are transformed and
-re-voxelized on their device; the view's matrix goes into `aug_matrix`, so the fusion projects every voxel into the
-camera through its inverse and the image features stay those of the real camera. The points keep their order, so
-the per-point scores of the views line up and are reduced (REDUCE mean | max); the voxel scores of the first view's
-grid (the identity view when it is listed first, as `views_from_cfg` does) are recomputed from the reduced point
-scores. The returned batch is the first view's, with identity `aug_matrix` when that view is the identity.
+re-voxelized on their device; the view's matrix is composed into `aug_matrix`, so the fusion projects every voxel
+into the camera through its inverse and the image features stay those of the real camera. The points keep their
+order, so the per-point scores of the views line up and are reduced (REDUCE mean | max); the voxel scores of the
+first view's grid (the identity view when it is listed first, as `views_from_cfg` does) are recomputed from the
+reduced point scores. The returned batch is the first view's, with identity `aug_matrix` when that view is the
+identity.
 """
 from __future__ import annotations
 
@@ -57,10 +58,6 @@ class TestTimeAugmentation:
             raise ValueError("TestTimeAugmentation needs at least one view")
         self.model, self.views, self.voxel_cfg, self.reduce = model, views, voxel_cfg, reduce
 
-    def eval(self):
-        self.model.eval()
-        return self
-
     def _view(self, batch: dict, matrix: np.ndarray) -> dict:
         if np.allclose(matrix, np.eye(4)):
             return dict(batch)
@@ -74,7 +71,7 @@ class TestTimeAugmentation:
         view = {k: val for k, val in batch.items() if k not in ("voxel_labels", "voxel_semantic")}
         view.update(points=moved, voxel_coords=vox.coords.to(points.device),
                     point2voxel=vox.point2voxel.to(points.device),
-                    aug_matrix=m.expand(batch["batch_size"], 4, 4).clone().to(batch["aug_matrix"].dtype))
+                    aug_matrix=(m @ batch["aug_matrix"].to(m)).to(batch["aug_matrix"].dtype))  # after any earlier
         return view
 
     @torch.no_grad()
