@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["random_augmentation_matrix", "apply_matrix", "point_dropout"]
+__all__ = ["augmentation_matrix", "random_augmentation_matrix", "apply_matrix", "point_dropout"]
 
 
 def _rot_z(angle: float) -> np.ndarray:
@@ -14,17 +14,23 @@ def _rot_z(angle: float) -> np.ndarray:
     return m
 
 
+def augmentation_matrix(flip_y: bool, angle: float, scale: float, translation=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """M = translate @ scale @ rotate_z(angle) @ flip (flip: y -> -y, a mirror about the x-z plane), 4x4."""
+    flip = np.eye(4)
+    if flip_y:
+        flip[1, 1] = -1.0
+    translate = np.eye(4)
+    translate[:3, 3] = translation
+    return translate @ np.diag([scale, scale, scale, 1.0]) @ _rot_z(angle) @ flip
+
+
 def random_augmentation_matrix(rng: np.random.Generator, flip_y_prob=0.5, rot_range=(-0.39, 0.39),
                                scale_range=(0.95, 1.05), translation_std=(0.2, 0.2, 0.1)) -> np.ndarray:
-    """M = translate @ scale @ rotate_z @ flip_y (flip: y -> -y, a mirror about the x-z plane)."""
-    flip = np.eye(4)
-    if rng.random() < flip_y_prob:
-        flip[1, 1] = -1.0
-    rotate = _rot_z(rng.uniform(*rot_range))
-    scale = np.diag([*([rng.uniform(*scale_range)] * 3), 1.0])
-    translate = np.eye(4)
-    translate[:3, 3] = rng.normal(0.0, translation_std)
-    return translate @ scale @ rotate @ flip
+    """augmentation_matrix with a random flip, rotation, scale and translation (drawn in that order)."""
+    flip = rng.random() < flip_y_prob
+    angle = rng.uniform(*rot_range)
+    scale = rng.uniform(*scale_range)
+    return augmentation_matrix(flip, angle, scale, rng.normal(0.0, translation_std))
 
 
 def apply_matrix(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ import torch
 
 import cuda_ops
 
+from ..datasets.augmentation import augmentation_matrix
+
 __all__ = ["TestTimeAugmentation", "views_from_cfg"]
 
 
@@ -33,13 +35,7 @@ def views_from_cfg(tta_cfg) -> list[np.ndarray]:
         raise ValueError(f"DATA_CONFIG.TEST_AUGMENTATION.SCALES must be positive, got {scales}")
     views = [np.eye(4)]
     for flip, angle, scale in itertools.product(flips, rotations, scales):
-        m = np.eye(4)
-        if flip:
-            m[1, 1] = -1.0
-        c, s = np.cos(angle), np.sin(angle)
-        rot = np.eye(4)
-        rot[:2, :2] = [[c, -s], [s, c]]
-        m = np.diag([scale, scale, scale, 1.0]) @ rot @ m          # as training: scale @ rotate @ flip
+        m = augmentation_matrix(flip, angle, scale)           # composed as the training augmentation's
         if not any(np.allclose(m, v) for v in views):
             views.append(m)
     return views
